@@ -1,1 +1,96 @@
-fn main() {}
+//! `bridge`: the command-line entry point.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bridge::config::Config;
+use bridge::server::{self, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "Puts phone calls on WebSockets to voice bots"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge: REST API, call engine, simulated carrier.
+    Serve(ServeArgs),
+    /// Check a config file and print the configuration in force.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, env = "BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// HTTP listen address of the REST API.
+    #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Directory for the database and recordings.
+    #[arg(long, env = "BRIDGE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// API token callers must present; without it, one is generated at first start and printed once.
+    #[arg(long, env = "BRIDGE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// TOML config file (see bridge/config.example.toml).
+    #[arg(long, env = "BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::CheckConfig { config } => {
+            let cfg = load_config(config.as_ref())?;
+            println!("{cfg:#?}");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = load_config(args.config.as_ref())?;
+            let running = server::start(Options {
+                http: args.http,
+                data_dir: args.data_dir.clone(),
+                api_token: args.api_token,
+                config,
+            })
+            .await
+            .context("the bridge could not start")?;
+            if let Some(token) = &running.generated_token {
+                println!(
+                    "API token (shown once; only its hash is stored in {}): {token}",
+                    args.data_dir.display()
+                );
+            }
+            tracing::info!("REST API on http://{}", running.addr);
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            tracing::info!("shutting down: ending live calls");
+            running.stop().await;
+            Ok(())
+        }
+    }
+}

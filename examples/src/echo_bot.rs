@@ -1,1 +1,49 @@
-fn main() {}
+//! `echo-bot`: a minimal bot for the telephony bridge.
+//!
+//! Run it, then point a call's `wss_url` at it:
+//!
+//! ```text
+//! cargo run -p examples --bin echo-bot -- --listen 127.0.0.1:9000
+//! ```
+//!
+//! The caller hears themselves; each key they press is sent back to the
+//! phone as DTMF, and `#` hangs up. Logs go to stderr (`RUST_LOG` filters).
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "echo-bot",
+    about = "Echo bot for the telephony bridge (WebSocket server)"
+)]
+struct Args {
+    /// Address to listen on for the bridge's WebSocket connections.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!("echo bot listening on ws://{}/", listener.local_addr()?);
+
+    tokio::select! {
+        () = examples::serve_echo(listener) => {}
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            tracing::info!("interrupted, exiting");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The REST API (IVR Solutions surface): placing bot calls and reading call logs,
+//! with the seed spec's request fields, response shapes and error bodies.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{Engine, OutboundCall};
+use crate::store::CallRecord;
+
+/// What the handlers share.
+pub struct AppState {
+    /// The call engine.
+    pub engine: Arc<Engine>,
+    /// SHA-256 of the API token.
+    pub token_hash: [u8; 32],
+    /// Base of the URLs handed out (recordings).
+    pub public_url: String,
+}
+
+/// The router: every API route behind token auth, plus an open `/healthz`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/dial_by_aivoicebot", post(dial_by_aivoicebot))
+        .route("/get_call_status", get(get_call_status))
+        .route("/call_logs", post(call_logs))
+        .route("/calllog_by_number", get(calllog_by_number));
+    Router::new()
+        .nest("/api", api.clone())
+        .nest("/v1", api)
+        .route("/recordings/{file}", get(recording))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// SHA-256 of a token, as stored.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"status": false, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!("internal error: {e}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the bridge log has the details",
+    )
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+fn presented_token(req: &Request) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let ok = presented_token(&req).is_some_and(|t| {
+        let h = hash_token(&t);
+        // Compare every byte so the time taken says nothing about the token.
+        h.iter()
+            .zip(app.token_hash.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    });
+    if !ok {
+        return error(StatusCode::UNAUTHORIZED, "Invalid or missing API token");
+    }
+    next.run(req).await
+}
+
+/// A request body as a JSON object: JSON, or an HTML form. Non-string scalars
+/// are accepted where a string is expected (`"connect_ws_after_answer": 1`).
+fn body_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, String> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Map::new());
+    }
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        return Ok(url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the request body must be a JSON object".into()),
+        Err(e) => Err(format!("the request body is not valid JSON: {e}")),
+    }
+}
+
+fn field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(if *b { "1" } else { "0" }.to_string())),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+/// Normalises a phone number by the spec's rules: spaces, dashes, dots and
+/// brackets are stripped; `+` and a country code, or a leading `0` for domestic
+/// numbers; `00` is read as `+`.
+pub fn normalize_phone(raw: &str) -> Result<String, String> {
+    let mut s: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '[' | ']' | '\t'))
+        .collect();
+    if let Some(rest) = s.strip_prefix("00") {
+        s = format!("+{rest}");
+    }
+    let digits = s.strip_prefix('+').unwrap_or(&s);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "{raw:?} is not a phone number (digits, with a leading + and country code or a leading 0)"
+        ));
+    }
+    if !(3..=15).contains(&digits.len()) {
+        return Err(format!(
+            "{raw:?} has {} digits; a phone number has 3 to 15",
+            digits.len()
+        ));
+    }
+    Ok(s)
+}
+
+fn parse_schedule(when: &str, tz: Option<&str>) -> Result<DateTime<Utc>, String> {
+    let naive = NaiveDateTime::parse_from_str(when, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| NaiveDateTime::parse_from_str(when, "%Y-%m-%d %H:%M"))
+        .map_err(|_| {
+            format!("schedule_datetime {when:?} is not a time of the form \"YYYY-mm-dd H:i:s\"")
+        })?;
+    let tz_name = tz.unwrap_or("UTC");
+    let zone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
+        format!("timezone {tz_name:?} is not an IANA time zone (e.g. \"Asia/Kolkata\")")
+    })?;
+    let local = zone.from_local_datetime(&naive).earliest().ok_or_else(|| {
+        format!("schedule_datetime {when:?} does not exist in {tz_name} (a clock change skips it)")
+    })?;
+    Ok(local.with_timezone(&Utc))
+}
+
+const CUSTOM_FIELDS: [&str; 6] = [
+    "system_msg",
+    "sttlanguage_code",
+    "text",
+    "Voicechat_id",
+    "ai_agent_ext",
+    "sip_url",
+];
+
+fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall, String> {
+    let customer = field(obj, "customer_no")?.ok_or("customer_no is required")?;
+    let to = normalize_phone(&customer).map_err(|e| format!("customer_no {e}"))?;
+    let engine = &app.engine;
+    let wss_url = field(obj, "wss_url")?.ok_or(
+        "wss_url is required: the WebSocket URL of the bot that takes the call (e.g. wss://bot.example.com/voice)",
+    )?;
+    crate::botlink::check_url(&wss_url, engine.config().bot.allow_insecure_ws)
+        .map_err(|e| format!("wss_url {e}"))?;
+    let wss_headers = match field(obj, "wss_header")? {
+        Some(h) => crate::botlink::parse_headers(&h)?,
+        None => Vec::new(),
+    };
+    let connect_ws_after_answer = match field(obj, "connect_ws_after_answer")?.as_deref() {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(other) => {
+            return Err(format!(
+                "connect_ws_after_answer must be \"0\" or \"1\", not {other:?}"
+            ))
+        }
+    };
+    let tz = field(obj, "timezone")?;
+    let schedule_at = match field(obj, "schedule_datetime")? {
+        Some(when) => {
+            let at = parse_schedule(&when, tz.as_deref())?;
+            if at < Utc::now() - chrono::Duration::seconds(60) {
+                return Err(format!(
+                    "schedule_datetime {when:?} ({}) is in the past",
+                    tz.as_deref().unwrap_or("UTC")
+                ));
+            }
+            Some(at).filter(|at| *at > Utc::now())
+        }
+        None => {
+            if let Some(tz) = tz.as_deref() {
+                tz.parse::<chrono_tz::Tz>()
+                    .map_err(|_| format!("timezone {tz:?} is not an IANA time zone"))?;
+            }
+            None
+        }
+    };
+    let mut custom_parameters = Map::new();
+    for name in CUSTOM_FIELDS {
+        if let Some(v) = field(obj, name)? {
+            custom_parameters.insert(name.to_string(), Value::String(v));
+        }
+    }
+    Ok(OutboundCall {
+        to,
+        from: engine.config().calls.caller_id.clone(),
+        wss_url,
+        wss_headers,
+        connect_ws_after_answer,
+        custom_parameters,
+        schedule_at,
+    })
+}
+
+async fn dial_by_aivoicebot(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = match body_object(&headers, &body).and_then(|obj| dial_request(&app, &obj)) {
+        Ok(c) => c,
+        Err(msg) => return bad_request(msg),
+    };
+    let scheduled = call.schedule_at;
+    let to = call.to.clone();
+    match app.engine.place(call) {
+        Ok((logid, call_sid)) => {
+            let message = match scheduled {
+                Some(at) => format!(
+                    "Call to {to} scheduled for {}",
+                    at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => format!("Call to {to} initiated"),
+            };
+            Json(json!({
+                "status": true,
+                "message": message,
+                "data": {
+                    "logid": logid,
+                    "call_sid": call_sid,
+                    "call_state": "initiated",
+                    "scheduled_at": scheduled.map(|t| t.to_rfc3339()),
+                }
+            }))
+            .into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A call as the call-log endpoints show it: the spec's `CallLog` fields, then
+/// the bridge's own (`call_sid`, `call_state`, `end_reason`, ...).
+fn call_log(app: &AppState, c: &CallRecord) -> Value {
+    let req = &c.request;
+    let recording_url = c
+        .recording
+        .as_ref()
+        .map(|f| format!("{}/recordings/{f}", app.public_url))
+        .unwrap_or_default();
+    json!({
+        "recordid": c.id,
+        "did_no": c.from,
+        "client_no": c.to,
+        "agent_no": "",
+        "attended_by": if c.answered_at.is_some() { "bot" } else { "" },
+        "ext_no": req.pointer("/custom_parameters/ai_agent_ext").and_then(Value::as_str).unwrap_or(""),
+        "call_time": fmt_time(c.created_at),
+        "call_duration": c.duration_secs(),
+        "call_status": c.state.call_status(),
+        "call_type": c.direction,
+        "recording_url": recording_url,
+        "dtmf_input": c.dtmf_input,
+        "call_sid": c.call_sid,
+        "call_state": c.state.as_str(),
+        "end_reason": c.end_reason,
+        "sip_code": c.sip_code,
+        "scheduled_at": c.scheduled_at.map(fmt_time),
+        "answered_at": c.answered_at.map(fmt_time),
+        "ended_at": c.ended_at.map(fmt_time),
+        "wss_url": req.get("wss_url"),
+        "phone": c.phone_report,
+    })
+}
+
+async fn get_call_status(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let store = app.engine.store();
+    let found = if let Some(id) = q.get("logid") {
+        let Ok(id) = id.trim().parse::<i64>() else {
+            return bad_request(format!("logid {id:?} is not a number"));
+        };
+        store.call(id)
+    } else if let Some(sid) = q.get("call_sid") {
+        store.call_by_sid(sid.trim())
+    } else {
+        // Without a call, this is the spec's list of status labels.
+        let labels = [
+            "Interested",
+            "Not Interested",
+            "Call Back Later",
+            "Wrong Number",
+            "DND",
+            "Converted",
+            "Follow Up Required",
+        ];
+        let data: Vec<Value> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"id": i + 1, "name": n}))
+            .collect();
+        return Json(json!({"status": true, "data": data})).into_response();
+    };
+    match found {
+        Ok(Some(c)) => Json(json!({"status": true, "data": call_log(&app, &c)})).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": 404, "message": "Call not found"})),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+fn parse_day(obj: &Map<String, Value>, name: &str) -> Result<Option<NaiveDate>, String> {
+    field(obj, name)?
+        .map(|d| {
+            NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                .map_err(|_| format!("{name} {d:?} is not a date of the form YYYY-MM-DD"))
+        })
+        .transpose()
+}
+
+fn no_records(message: &str) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"status": 405, "message": message})),
+    )
+        .into_response()
+}
+
+async fn call_logs(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let range = body_object(&headers, &body).and_then(|obj| {
+        let from = parse_day(&obj, "from_date")?;
+        let to = parse_day(&obj, "to_date")?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err(format!("from_date {f} is after to_date {t}"));
+            }
+        }
+        Ok((from, to))
+    });
+    let (from, to) = match range {
+        Ok(r) => r,
+        Err(msg) => return bad_request(msg),
+    };
+    let start = from
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let end = to
+        .and_then(|d| d.succ_opt())
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    match app.engine.store().calls_between(start, end) {
+        Ok(calls) if calls.is_empty() => no_records("No records found"),
+        Ok(calls) => {
+            let data: Vec<Value> = calls.iter().map(|c| call_log(&app, c)).collect();
+            Json(json!({"status": 200, "data": data})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn calllog_by_number(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(phone) = q.get("phone").filter(|p| !p.trim().is_empty()) else {
+        return bad_request("phone is required");
+    };
+    let number = match normalize_phone(phone) {
+        Ok(n) => n,
+        Err(e) => return bad_request(format!("phone {e}")),
+    };
+    match app.engine.store().calls_with_number(&number) {
+        Ok(calls) if calls.is_empty() => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": 404, "message": "caller Not Found"})),
+        )
+            .into_response(),
+        Ok(calls) => {
+            let data: Vec<Value> = calls.iter().map(|c| call_log(&app, c)).collect();
+            Json(json!({"status": 200, "data": data})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn recording(State(app): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
+    let Some(sid) = file.strip_suffix(".wav") else {
+        return error(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let call = match app.engine.store().call_by_sid(sid) {
+        Ok(Some(c)) => c,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such recording"),
+        Err(e) => return internal(e),
+    };
+    let Some(name) = call.recording else {
+        let msg = if call.state.is_final() {
+            "this call has no recording (it was never answered)"
+        } else {
+            "the recording is available once the call has ended"
+        };
+        return error(StatusCode::NOT_FOUND, msg);
+    };
+    match tokio::fs::read(app.engine.recordings_dir().join(&name)).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response(),
+        Err(e) => {
+            tracing::error!("recording {name}: {e}");
+            error(StatusCode::NOT_FOUND, "the recording file is missing")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_follow_the_spec_rules() {
+        assert_eq!(normalize_phone("09876543210").unwrap(), "09876543210");
+        assert_eq!(normalize_phone("+91 98765-43210").unwrap(), "+919876543210");
+        assert_eq!(normalize_phone("(0987) 654.3210").unwrap(), "09876543210");
+        assert_eq!(normalize_phone("0091 9876543210").unwrap(), "+919876543210");
+        assert_eq!(normalize_phone("+9991 0001").unwrap(), "+99910001");
+        assert!(normalize_phone("call me").is_err());
+        assert!(normalize_phone("+12").is_err());
+        assert!(normalize_phone("+1234567890123456").is_err());
+    }
+
+    #[test]
+    fn schedule_in_a_time_zone() {
+        let t = parse_schedule("2030-12-31 13:00:00", Some("Asia/Kolkata")).unwrap();
+        assert_eq!(t.to_rfc3339(), "2030-12-31T07:30:00+00:00");
+        assert!(parse_schedule("2030-12-31", None).is_err());
+        assert!(parse_schedule("2030-12-31 13:00:00", Some("Mars/Base"))
+            .unwrap_err()
+            .contains("Mars/Base"));
+    }
+}

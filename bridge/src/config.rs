@@ -1,0 +1,230 @@
+//! The bridge's configuration: a TOML file (`--config`), every key optional.
+//! See `bridge/config.example.toml` for a documented example.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the bridge reads from its config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Calls: timeouts and caller ID.
+    pub calls: CallsConfig,
+    /// Bot WebSocket sessions.
+    pub bot: BotConfig,
+    /// The simulated carrier's extra virtual phones.
+    pub carrier: CarrierConfig,
+    /// Where recording URLs point.
+    pub server: ServerConfig,
+}
+
+/// Limits and defaults for calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// How long an outbound call may ring before it ends as `no-answer`.
+    pub ring_timeout_secs: u32,
+    /// Longest a call may last; then it ends with reason `max_duration`.
+    pub max_duration_secs: u32,
+    /// The `from` number of outbound calls.
+    pub caller_id: String,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            ring_timeout_secs: 30,
+            max_duration_secs: 3600,
+            caller_id: "+15550100000".into(),
+        }
+    }
+}
+
+/// Bot session settings (PROTOCOL.md section 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// Give up connecting to a bot after this long.
+    pub connect_timeout_ms: u64,
+    /// Send a WebSocket ping this often.
+    pub ping_interval_secs: u64,
+    /// A bot that has not answered a ping for this long is lost.
+    pub pong_timeout_secs: u64,
+    /// Largest accepted bot message.
+    pub max_message_bytes: usize,
+    /// Largest playout queue, in seconds of audio.
+    pub max_playout_secs: u32,
+    /// How long `session.hangup` waits for queued audio to play.
+    pub hangup_drain_secs: u32,
+    /// Allow plain `ws://` to hosts other than loopback.
+    pub allow_insecure_ws: bool,
+    /// Extra CA certificates (PEM) trusted for `wss://`, beside the web PKI roots.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            connect_timeout_ms: 5000,
+            ping_interval_secs: 15,
+            pong_timeout_secs: 30,
+            max_message_bytes: protocol::MAX_MESSAGE_BYTES,
+            max_playout_secs: 60,
+            hangup_drain_secs: 5,
+            allow_insecure_ws: false,
+            extra_ca_file: None,
+        }
+    }
+}
+
+/// Extra virtual phones, matched by number prefix before the built-in ones.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// The phones, longest matching prefix wins.
+    pub phones: Vec<PhoneConfig>,
+}
+
+/// How a configured virtual phone behaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneConfig {
+    /// Numbers starting with this (after normalisation, e.g. `+9996`).
+    pub prefix: String,
+    /// `answer`, `busy`, `no-answer` or `fail`.
+    #[serde(default = "default_outcome")]
+    pub outcome: String,
+    /// Ringing time before the outcome.
+    #[serde(default = "default_ring_ms")]
+    pub ring_ms: u32,
+    /// What the phone says after answering: `speech` (the built-in sample),
+    /// `silence`, or a path to a 16-bit 8 kHz mono WAV file.
+    #[serde(default = "default_play")]
+    pub play: String,
+    /// Delay after answer before it speaks.
+    #[serde(default = "default_speak_after")]
+    pub speak_after_ms: u32,
+    /// Keys to press after answering, one every `press_interval_ms`.
+    #[serde(default)]
+    pub press: String,
+    /// Delay after answer before the first key.
+    #[serde(default = "default_press_after")]
+    pub press_after_ms: u32,
+    /// Time between key presses.
+    #[serde(default = "default_press_interval")]
+    pub press_interval_ms: u32,
+    /// Hang up this long after answering (else stay until the other side ends).
+    pub hangup_after_ms: Option<u32>,
+}
+
+fn default_outcome() -> String {
+    "answer".into()
+}
+fn default_ring_ms() -> u32 {
+    500
+}
+fn default_play() -> String {
+    "silence".into()
+}
+fn default_speak_after() -> u32 {
+    200
+}
+fn default_press_after() -> u32 {
+    1000
+}
+fn default_press_interval() -> u32 {
+    300
+}
+
+/// How the bridge names itself in URLs it hands out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Base of `recording_url` (e.g. `https://bridge.example.com`); default
+    /// `http://` + the HTTP listen address.
+    pub public_url: Option<String>,
+}
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is wrong.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its place in the file.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks a TOML config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text and checks the values.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        for p in &cfg.carrier.phones {
+            if !matches!(p.outcome.as_str(), "answer" | "busy" | "no-answer" | "fail") {
+                return Err(format!(
+                    "carrier phone {}: outcome {:?} is not one of answer, busy, no-answer, fail",
+                    p.prefix, p.outcome
+                ));
+            }
+            if let Some(bad) = p.press.chars().find(|c| !protocol::is_valid_dtmf(*c)) {
+                return Err(format!(
+                    "carrier phone {}: press has {bad:?}, not a DTMF key (0-9 * # A-D)",
+                    p.prefix
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../config.example.toml");
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.carrier.phones[0].prefix, "+9996");
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.calls.ring_timeout_secs, 30);
+        assert_eq!(cfg.bot.connect_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::parse("[calls]\nring_timeout = 3\n").unwrap_err();
+        assert!(e.contains("ring_timeout"), "{e}");
+        let e = Config::parse("[[carrier.phones]]\nprefix = \"+9997\"\noutcome = \"maybe\"\n")
+            .unwrap_err();
+        assert!(e.contains("maybe"), "{e}");
+    }
+}

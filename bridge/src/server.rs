@@ -1,0 +1,133 @@
+//! Starting and stopping a whole bridge: store, engine and HTTP server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::Store;
+
+/// How to run a bridge.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// HTTP listen address (port 0 picks a free one).
+    pub http: SocketAddr,
+    /// Where the database and recordings live.
+    pub data_dir: PathBuf,
+    /// The API token; when absent one is generated at first start.
+    pub api_token: Option<String>,
+    /// The configuration.
+    pub config: Config,
+}
+
+/// A running bridge.
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub addr: SocketAddr,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// A token generated at this start (first start without `--api-token`).
+    pub generated_token: Option<String>,
+    stop: oneshot::Sender<()>,
+    http: JoinHandle<()>,
+}
+
+const TOKEN_KEY: &str = "api_token_sha256";
+
+/// Opens the store, recovers calls from the last run, and starts serving.
+pub async fn start(opts: Options) -> anyhow::Result<Running> {
+    // rustls needs one process-wide crypto provider; ring is the one we build.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+    let store = Arc::new(
+        Store::open(&opts.data_dir.join("bridge.db"))
+            .with_context(|| format!("cannot open the database in {}", opts.data_dir.display()))?,
+    );
+
+    let mut generated_token = None;
+    let token_hash = match &opts.api_token {
+        Some(t) => {
+            anyhow::ensure!(!t.trim().is_empty(), "the API token must not be empty");
+            let h = api::hash_token(t);
+            store.set_setting(TOKEN_KEY, &hex::encode(h))?;
+            h
+        }
+        None => match store.setting(TOKEN_KEY)? {
+            Some(h) => {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h.trim(), &mut out)
+                    .context("the stored API token hash is damaged; start once with --api-token")?;
+                out
+            }
+            None => {
+                let token = hex::encode(rand::random::<[u8; 24]>());
+                let h = api::hash_token(&token);
+                store.set_setting(TOKEN_KEY, &hex::encode(h))?;
+                generated_token = Some(token);
+                h
+            }
+        },
+    };
+
+    let engine = Engine::new(
+        opts.config.clone(),
+        store.clone(),
+        opts.data_dir.join("recordings"),
+    )?;
+    let resumed = engine.resume_scheduled()?;
+    if resumed > 0 {
+        tracing::info!("{resumed} scheduled call(s) from the last run scheduled again");
+    }
+
+    let listener = tokio::net::TcpListener::bind(opts.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
+    let addr = listener.local_addr()?;
+    let public_url = opts
+        .config
+        .server
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let app = api::router(Arc::new(AppState {
+        engine: engine.clone(),
+        token_hash,
+        public_url,
+    }));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    });
+    Ok(Running {
+        addr,
+        engine,
+        generated_token,
+        stop,
+        http,
+    })
+}
+
+impl Running {
+    /// Ends live calls (reason `shutdown`), then stops the HTTP server.
+    pub async fn stop(self) {
+        self.engine.shutdown(Duration::from_secs(10)).await;
+        let _ = self.stop.send(());
+        let _ = self.http.await;
+    }
+}

@@ -1,0 +1,784 @@
+//! One call's bot session and media, as a sans-I/O state machine.
+//!
+//! [`CallSession`] owns no socket, task or clock. The call driver feeds it what
+//! happened (the bot connected, the phone answered, a bot message arrived, a 20 ms
+//! tick with the phone's audio) and drains what it produced: events for the bot
+//! (`poll_event`) and actions for the phone side (`poll_action`). Tests drive it
+//! tick by tick, so mark timing, clear latency and the hangup drain are checked
+//! exactly.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use codecs::dtmf::ToneSequencer;
+use codecs::pcm::{Frame, FRAME_BYTES};
+use protocol::{Command, ErrorCode, Event, StartInfo, StopReason};
+
+use crate::media::Playout;
+
+/// Tunables of one session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Largest playout queue, in samples.
+    pub max_playout_samples: usize,
+    /// Longest a `session.hangup` waits for queued audio, in 20 ms ticks.
+    pub hangup_drain_ticks: u32,
+    /// Largest accepted bot message, in bytes.
+    pub max_message_bytes: usize,
+    /// DTMF the bot sends is played as tones in the phone's audio (the phone side
+    /// has no out-of-band telephone-event); otherwise it becomes [`Action::Dtmf`].
+    pub inband_dtmf: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_playout_samples: 60 * 8000,
+            hangup_drain_ticks: 5 * 50,
+            max_message_bytes: protocol::MAX_MESSAGE_BYTES,
+            inband_dtmf: true,
+        }
+    }
+}
+
+/// What the session asks of the phone side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The bot ended the call (after the drain, unless it asked for `immediate`).
+    Hangup,
+    /// Send one digit out of band (RFC 4733).
+    Dtmf(char),
+}
+
+/// One event for the bot, serialized.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The JSON text.
+    pub text: Bytes,
+    /// A `media` event: the only kind a backlogged link may hold back.
+    pub is_media: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BotState {
+    Absent,
+    Connected,
+    Started,
+    Stopped,
+}
+
+/// Counters a driver reports (metrics, the call log, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    /// Media events produced for the bot.
+    pub media_sent: u64,
+    /// Media frames not produced because the bot was not reading.
+    pub media_skipped: u64,
+    /// Bot messages refused with an `error` event.
+    pub refused: u64,
+    /// 20 ms frames that carried bot audio to the phone.
+    pub frames_played: u64,
+}
+
+/// The sans-I/O heart of a call: bot protocol state plus the playout queue.
+pub struct CallSession {
+    cfg: SessionConfig,
+    start: StartInfo,
+    bot: BotState,
+    answered: bool,
+    seq: u64,
+    chunk: u64,
+    playout: Playout,
+    tones: Option<ToneSequencer>,
+    pending_digits: String,
+    hangup_drain: Option<u32>,
+    held: Vec<(ErrorCode, String)>,
+    scratch: Vec<u8>,
+    pcm: [u8; FRAME_BYTES],
+    text: String,
+    arena: BytesMut,
+    events: VecDeque<Outgoing>,
+    actions: VecDeque<Action>,
+    stats: SessionStats,
+}
+
+impl CallSession {
+    /// A session for the call and stream described by `start`.
+    pub fn new(start: StartInfo, cfg: SessionConfig) -> Self {
+        CallSession {
+            playout: Playout::new(cfg.max_playout_samples),
+            cfg,
+            start,
+            bot: BotState::Absent,
+            answered: false,
+            seq: 0,
+            chunk: 0,
+            tones: None,
+            pending_digits: String::new(),
+            hangup_drain: None,
+            held: Vec::new(),
+            scratch: Vec::new(),
+            pcm: [0; FRAME_BYTES],
+            text: String::with_capacity(1024),
+            arena: BytesMut::with_capacity(16 * 1024),
+            events: VecDeque::new(),
+            actions: VecDeque::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The stream this session speaks for.
+    pub fn stream_sid(&self) -> &str {
+        &self.start.stream_sid
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// True once the bot has been sent `stop`.
+    pub fn is_stopped(&self) -> bool {
+        self.bot == BotState::Stopped
+    }
+
+    /// True when a `session.hangup` is waiting for its audio to play out.
+    pub fn is_draining(&self) -> bool {
+        self.hangup_drain.is_some()
+    }
+
+    /// The bot's socket is open: send `connected`, and `start` if media already runs.
+    pub fn on_bot_connected(&mut self) {
+        if self.bot != BotState::Absent {
+            return;
+        }
+        self.bot = BotState::Connected;
+        self.emit(&Event::Connected, false);
+        if self.answered {
+            self.begin_stream();
+        }
+    }
+
+    /// The phone answered: media starts on the next tick.
+    pub fn on_answer(&mut self) {
+        self.answered = true;
+        if self.bot == BotState::Connected {
+            self.begin_stream();
+        }
+    }
+
+    fn begin_stream(&mut self) {
+        self.bot = BotState::Started;
+        let start = self.start.clone();
+        self.emit(&Event::Start(&start), false);
+        for (code, message) in std::mem::take(&mut self.held) {
+            self.emit(
+                &Event::Error {
+                    code,
+                    message: &message,
+                },
+                false,
+            );
+        }
+        self.emit_reached_marks();
+    }
+
+    /// One 20 ms tick of an answered call. `phone_said` is what the phone sent;
+    /// `phone_hears` is filled with what the phone is to hear. `bot_backlogged`
+    /// says the link to the bot is not keeping up, so this frame's `media` is
+    /// skipped rather than queued without bound (numbering stays contiguous).
+    pub fn tick(&mut self, phone_said: &Frame, phone_hears: &mut Frame, bot_backlogged: bool) {
+        if self.bot == BotState::Started {
+            if bot_backlogged {
+                self.stats.media_skipped += 1;
+            } else {
+                codecs::pcm::samples_to_le_bytes(phone_said, &mut self.pcm);
+                self.chunk += 1;
+                let pcm = self.pcm;
+                self.emit(
+                    &Event::Media {
+                        chunk: self.chunk,
+                        timestamp_ms: (self.chunk - 1) * 20,
+                        payload: &pcm,
+                    },
+                    true,
+                );
+                self.stats.media_sent += 1;
+            }
+        }
+
+        if let Some(t) = self.tones.as_mut() {
+            t.next_frame(phone_hears);
+            if t.is_done() {
+                self.tones = None;
+                self.start_next_tones();
+            }
+        } else if self.playout.next_frame(phone_hears) > 0 {
+            self.stats.frames_played += 1;
+        }
+        self.emit_reached_marks();
+
+        if let Some(left) = self.hangup_drain {
+            let drained = self.playout.queued_samples() == 0 && self.tones.is_none();
+            if drained || left == 0 {
+                self.hangup_drain = None;
+                self.actions.push_back(Action::Hangup);
+            } else {
+                self.hangup_drain = Some(left - 1);
+            }
+        }
+        if self.chunk % 250 == 0 {
+            self.playout.shrink();
+        }
+    }
+
+    /// A digit the phone pressed.
+    pub fn on_phone_dtmf(&mut self, digit: char, duration_ms: u32) {
+        if self.bot == BotState::Started {
+            self.emit(&Event::Dtmf { digit, duration_ms }, false);
+        }
+    }
+
+    /// A text frame from the bot.
+    pub fn on_bot_text(&mut self, text: &str) {
+        if self.bot == BotState::Stopped {
+            return;
+        }
+        let mut audio = std::mem::take(&mut self.scratch);
+        let parsed = protocol::parse_command(text, &mut audio, self.cfg.max_message_bytes);
+        match parsed {
+            Ok(Command::AudioDelta) => self.enqueue_audio(&audio),
+            Ok(cmd) => self.apply(cmd),
+            Err(e) => self.refuse(e.code, e.message),
+        }
+        self.scratch = audio;
+    }
+
+    /// A binary frame from the bot: raw audio, the same as `response.audio.delta`.
+    pub fn on_bot_binary(&mut self, bytes: &[u8]) {
+        if self.bot == BotState::Stopped {
+            return;
+        }
+        match protocol::check_binary_audio(bytes, self.cfg.max_message_bytes) {
+            Ok(()) => self.enqueue_audio(bytes),
+            Err(e) => self.refuse(e.code, e.message),
+        }
+    }
+
+    fn enqueue_audio(&mut self, audio: &[u8]) {
+        if let Err(full) = self.playout.push_le_bytes(audio) {
+            self.refuse(
+                ErrorCode::QueueFull,
+                format!(
+                    "playout queue full: delta of {} ms refused, room for {} ms; nothing queued was lost",
+                    audio.len() / 16,
+                    full.room / 8
+                ),
+            );
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AudioDelta => {}
+            Command::Clear => {
+                let marks: Vec<String> = self.playout.clear().collect();
+                if self.bot == BotState::Started {
+                    for name in &marks {
+                        self.emit(&Event::Mark { name }, false);
+                    }
+                    self.emit(&Event::Clear, false);
+                }
+            }
+            Command::Mark { name } => {
+                self.playout.push_mark(name);
+                self.emit_reached_marks();
+            }
+            Command::Dtmf { digits } => {
+                if self.cfg.inband_dtmf {
+                    self.pending_digits.push_str(&digits);
+                    if self.tones.is_none() {
+                        self.start_next_tones();
+                    }
+                } else {
+                    self.actions.extend(digits.chars().map(Action::Dtmf));
+                }
+            }
+            Command::Hangup { immediate } => {
+                if immediate {
+                    self.actions.push_back(Action::Hangup);
+                } else if self.hangup_drain.is_none() {
+                    self.hangup_drain = Some(self.cfg.hangup_drain_ticks);
+                }
+            }
+            Command::Transfer { .. }
+            | Command::TransferWs { .. }
+            | Command::FlowTransfer { .. }
+            | Command::TransferExtension { .. } => {
+                self.refuse(
+                    ErrorCode::NotSupported,
+                    "transfers are not supported by this bridge yet; the call goes on".into(),
+                );
+            }
+        }
+    }
+
+    fn start_next_tones(&mut self) {
+        if !self.pending_digits.is_empty() {
+            let digits = std::mem::take(&mut self.pending_digits);
+            self.tones = Some(ToneSequencer::new(&digits, 100, 60));
+        }
+    }
+
+    fn refuse(&mut self, code: ErrorCode, message: String) {
+        self.stats.refused += 1;
+        match self.bot {
+            BotState::Started => self.emit(
+                &Event::Error {
+                    code,
+                    message: &message,
+                },
+                false,
+            ),
+            BotState::Connected if self.held.len() < 16 => self.held.push((code, message)),
+            _ => {}
+        }
+    }
+
+    fn emit_reached_marks(&mut self) {
+        if self.bot != BotState::Started {
+            return;
+        }
+        while let Some(name) = self.playout.pop_reached_mark() {
+            self.emit(&Event::Mark { name: &name }, false);
+        }
+    }
+
+    /// The call is over: the bot gets `stop` with `reason` (if it is connected),
+    /// and nothing after it.
+    pub fn finish(&mut self, reason: StopReason) {
+        if matches!(self.bot, BotState::Connected | BotState::Started) {
+            let call_sid = self.start.call_sid.clone();
+            self.emit(
+                &Event::Stop {
+                    call_sid: &call_sid,
+                    reason,
+                },
+                false,
+            );
+        }
+        self.bot = BotState::Stopped;
+        self.hangup_drain = None;
+    }
+
+    /// The bot's socket is gone: nothing more is sent to it.
+    pub fn on_bot_lost(&mut self) {
+        self.bot = BotState::Stopped;
+        self.events.clear();
+    }
+
+    /// The next event for the bot.
+    pub fn poll_event(&mut self) -> Option<Outgoing> {
+        self.events.pop_front()
+    }
+
+    /// The next action for the phone side.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn emit(&mut self, ev: &Event<'_>, is_media: bool) {
+        let seq = if matches!(ev, Event::Connected) {
+            0
+        } else {
+            self.seq += 1;
+            self.seq
+        };
+        self.text.clear();
+        protocol::write_event(&mut self.text, &self.start.stream_sid, seq, ev);
+        // The arena hands out slices of one buffer; once the socket has sent them
+        // and dropped them, `reserve` takes the space back, so the steady state
+        // allocates nothing per frame.
+        self.arena.reserve(self.text.len());
+        self.arena.extend_from_slice(self.text.as_bytes());
+        let text = self.arena.split().freeze();
+        self.events.push_back(Outgoing { text, is_media });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use codecs::pcm::FRAME_SAMPLES;
+    use protocol::{BotEvent, Direction, MediaFormat};
+
+    fn start_info() -> StartInfo {
+        StartInfo {
+            stream_sid: "MZ1".into(),
+            call_sid: "CA1".into(),
+            from: "+15550000000".into(),
+            to: "+99910001".into(),
+            direction: Direction::Outbound,
+            media_format: MediaFormat::default(),
+            tracks: vec!["inbound".into()],
+            custom_parameters: Default::default(),
+        }
+    }
+
+    struct Harness {
+        s: CallSession,
+        heard: Vec<Frame>,
+        events: Vec<BotEvent>,
+        tick_of_event: Vec<usize>,
+        ticks: usize,
+    }
+
+    impl Harness {
+        fn new(cfg: SessionConfig) -> Self {
+            let mut s = CallSession::new(start_info(), cfg);
+            s.on_bot_connected();
+            s.on_answer();
+            let mut h = Harness {
+                s,
+                heard: vec![],
+                events: vec![],
+                tick_of_event: vec![],
+                ticks: 0,
+            };
+            h.drain();
+            h
+        }
+        fn drain(&mut self) {
+            while let Some(o) = self.s.poll_event() {
+                let text = std::str::from_utf8(&o.text).unwrap().to_owned();
+                self.events.push(protocol::parse_event(&text).unwrap());
+                self.tick_of_event.push(self.ticks);
+            }
+        }
+        fn tick(&mut self) {
+            let said = [100i16; FRAME_SAMPLES];
+            let mut hears = [0i16; FRAME_SAMPLES];
+            self.s.tick(&said, &mut hears, false);
+            self.ticks += 1;
+            self.heard.push(hears);
+            self.drain();
+        }
+        fn bot(&mut self, text: &str) {
+            self.s.on_bot_text(text);
+            self.drain();
+        }
+        fn names(&self) -> Vec<&'static str> {
+            self.events.iter().map(|e| e.name()).collect()
+        }
+        fn marks(&self) -> Vec<(String, usize)> {
+            self.events
+                .iter()
+                .zip(&self.tick_of_event)
+                .filter_map(|(e, t)| match e {
+                    BotEvent::Mark { name, .. } => Some((name.clone(), *t)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn delta(samples: usize, value: i16) -> String {
+        let pcm: Vec<u8> = (0..samples).flat_map(|_| value.to_le_bytes()).collect();
+        format!(
+            r#"{{"type":"response.audio.delta","delta":"{}"}}"#,
+            base64::engine::general_purpose::STANDARD.encode(pcm)
+        )
+    }
+
+    #[test]
+    fn connected_start_then_contiguous_media() {
+        let mut h = Harness::new(SessionConfig::default());
+        for _ in 0..5 {
+            h.tick();
+        }
+        assert_eq!(
+            h.names(),
+            [
+                "connected",
+                "start",
+                "media",
+                "media",
+                "media",
+                "media",
+                "media"
+            ]
+        );
+        for (i, e) in h.events.iter().skip(1).enumerate() {
+            assert_eq!(e.sequence_number(), Some(i as u64 + 1));
+        }
+        for (k, e) in h.events.iter().skip(2).enumerate() {
+            match e {
+                BotEvent::Media {
+                    chunk,
+                    timestamp_ms,
+                    payload,
+                    ..
+                } => {
+                    assert_eq!(*chunk, k as u64 + 1);
+                    assert_eq!(*timestamp_ms, k as u64 * 20);
+                    assert_eq!(payload.len(), 320);
+                    assert_eq!(i16::from_le_bytes([payload[0], payload[1]]), 100);
+                }
+                other => panic!("expected media, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mark_comes_back_on_the_tick_its_audio_finishes() {
+        let mut h = Harness::new(SessionConfig::default());
+        // 50 ms of audio, then a mark: 3 frames (20 + 20 + 10 ms).
+        h.bot(&delta(400, 5000));
+        h.bot(r#"{"type":"mark","name":"intro"}"#);
+        assert!(h.marks().is_empty());
+        h.tick();
+        h.tick();
+        assert!(h.marks().is_empty(), "audio still queued after 2 frames");
+        h.tick();
+        assert_eq!(h.marks(), vec![("intro".to_string(), 3)]);
+        // The phone heard the audio, in full, in those three frames.
+        assert!(h.heard[0].iter().all(|&s| s == 5000));
+        assert!(h.heard[1].iter().all(|&s| s == 5000));
+        assert!(h.heard[2][..80].iter().all(|&s| s == 5000));
+        assert!(h.heard[2][80..].iter().all(|&s| s == 0));
+        // A mark on an empty queue comes back at once.
+        h.bot(r#"{"type":"mark","name":"now"}"#);
+        assert_eq!(h.marks().last().unwrap(), &("now".to_string(), 3));
+    }
+
+    #[test]
+    fn clear_stops_audio_within_one_frame_and_returns_marks_first() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.bot(&delta(8000, 3000));
+        h.bot(r#"{"type":"mark","name":"a"}"#);
+        h.bot(&delta(800, 3000));
+        h.bot(r#"{"type":"mark","name":"b"}"#);
+        h.tick();
+        h.tick();
+        h.bot(r#"{"type":"audio.clear"}"#);
+        let tail: Vec<&str> = h.names().into_iter().rev().take(3).collect();
+        assert_eq!(tail, ["clear", "mark", "mark"]);
+        assert_eq!(
+            h.marks(),
+            vec![("a".to_string(), 2), ("b".to_string(), 2)],
+            "marks returned at clear, in order"
+        );
+        h.tick();
+        assert!(
+            h.heard[2].iter().all(|&s| s == 0),
+            "the first frame after clear is silent"
+        );
+    }
+
+    #[test]
+    fn hangup_plays_goodbye_whole_then_hangs_up() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.bot(&delta(1600, 1234)); // 200 ms goodbye
+        h.bot(r#"{"type":"session.hangup"}"#);
+        let mut hung_at = None;
+        for t in 1..=20 {
+            h.tick();
+            if h.s.poll_action() == Some(Action::Hangup) {
+                hung_at = Some(t);
+                break;
+            }
+        }
+        assert_eq!(hung_at, Some(10), "hang up on the tick the goodbye ends");
+        let played: usize = h
+            .heard
+            .iter()
+            .map(|f| f.iter().filter(|&&s| s == 1234).count())
+            .sum();
+        assert_eq!(played, 1600, "every sample of the goodbye was played");
+        h.s.finish(StopReason::BotHangup);
+        h.drain();
+        match h.events.last().unwrap() {
+            BotEvent::Stop { reason, .. } => assert_eq!(*reason, StopReason::BotHangup),
+            e => panic!("last event {e:?}"),
+        }
+        h.bot(r#"{"type":"audio.clear"}"#);
+        assert_eq!(
+            h.events.last().unwrap().name(),
+            "stop",
+            "nothing after stop"
+        );
+    }
+
+    #[test]
+    fn hangup_drain_is_bounded() {
+        let cfg = SessionConfig {
+            hangup_drain_ticks: 5,
+            ..SessionConfig::default()
+        };
+        let mut h = Harness::new(cfg);
+        h.bot(&delta(80_000, 1)); // 10 s of audio
+        h.bot(r#"{"type":"session.hangup"}"#);
+        let mut ticks = 0;
+        while h.s.poll_action() != Some(Action::Hangup) {
+            h.tick();
+            ticks += 1;
+            assert!(ticks < 100);
+        }
+        assert_eq!(ticks, 6);
+    }
+
+    #[test]
+    fn immediate_hangup_does_not_wait() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.bot(&delta(8000, 1));
+        h.bot(r#"{"type":"session.hangup","immediate":true}"#);
+        assert_eq!(h.s.poll_action(), Some(Action::Hangup));
+    }
+
+    #[test]
+    fn bad_messages_get_errors_and_media_keeps_flowing() {
+        let mut h = Harness::new(SessionConfig::default());
+        let bad = [
+            ("{not json", "bad_json"),
+            (r#"{"type":"no.such.thing"}"#, "unknown_type"),
+            (
+                r#"{"type":"response.audio.delta","delta":"@@@"}"#,
+                "bad_base64",
+            ),
+            (
+                r#"{"type":"response.audio.delta","delta":"AAAA"}"#,
+                "odd_byte_count",
+            ),
+            (r#"{"type":"session.dtmf","dtmf":"12x"}"#, "bad_dtmf"),
+            (
+                r#"{"type":"session.transfer","destination":"+15551234567"}"#,
+                "not_supported",
+            ),
+        ];
+        for (msg, code) in bad {
+            h.tick();
+            h.bot(msg);
+            match h.events.last().unwrap() {
+                BotEvent::Error { code: c, .. } => assert_eq!(c, code, "for {msg}"),
+                e => panic!("{msg}: expected error, got {e:?}"),
+            }
+        }
+        h.tick();
+        assert_eq!(h.events.last().unwrap().name(), "media");
+        assert!(h.s.poll_action().is_none(), "the call was not ended");
+        assert_eq!(h.s.stats().refused, 6);
+    }
+
+    #[test]
+    fn overflowing_delta_refused_and_queue_kept() {
+        let cfg = SessionConfig {
+            max_playout_samples: 1000,
+            ..SessionConfig::default()
+        };
+        let mut h = Harness::new(cfg);
+        h.bot(&delta(900, 7));
+        h.bot(&delta(200, 8));
+        assert_eq!(h.events.last().unwrap().name(), "error");
+        for _ in 0..7 {
+            h.tick();
+        }
+        let sevens: usize = h
+            .heard
+            .iter()
+            .map(|f| f.iter().filter(|&&s| s == 7).count())
+            .sum();
+        assert_eq!(sevens, 900);
+        assert!(h.heard.iter().all(|f| f.iter().all(|&s| s != 8)));
+    }
+
+    #[test]
+    fn audio_before_answer_plays_from_the_first_answered_frame() {
+        let mut s = CallSession::new(start_info(), SessionConfig::default());
+        s.on_bot_connected();
+        s.on_bot_text(&delta(160, 42));
+        s.on_bot_text(r#"{"type":"mark","name":"hello"}"#);
+        s.on_bot_text("garbage");
+        let mut names = vec![];
+        while let Some(o) = s.poll_event() {
+            names.push(protocol::parse_event(std::str::from_utf8(&o.text).unwrap()).unwrap());
+        }
+        assert_eq!(names.len(), 1, "only `connected` before answer");
+        s.on_answer();
+        let mut hears = [0i16; FRAME_SAMPLES];
+        s.tick(&[0; FRAME_SAMPLES], &mut hears, false);
+        assert!(hears.iter().all(|&x| x == 42));
+        let mut kinds = vec![];
+        while let Some(o) = s.poll_event() {
+            kinds.push(
+                protocol::parse_event(std::str::from_utf8(&o.text).unwrap())
+                    .unwrap()
+                    .name(),
+            );
+        }
+        assert_eq!(kinds, ["start", "error", "media", "mark"]);
+    }
+
+    #[test]
+    fn stop_before_answer_for_a_bot_connected_early() {
+        let mut s = CallSession::new(start_info(), SessionConfig::default());
+        s.on_bot_connected();
+        s.finish(StopReason::Busy);
+        let mut evs = vec![];
+        while let Some(o) = s.poll_event() {
+            evs.push(protocol::parse_event(std::str::from_utf8(&o.text).unwrap()).unwrap());
+        }
+        assert_eq!(evs.len(), 2);
+        match &evs[1] {
+            BotEvent::Stop {
+                reason,
+                sequence_number,
+                ..
+            } => {
+                assert_eq!(*reason, StopReason::Busy);
+                assert_eq!(*sequence_number, 1);
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn bot_dtmf_is_played_as_tones_the_phone_can_detect() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.bot(r#"{"type":"session.dtmf","dtmf":"90#"}"#);
+        for _ in 0..40 {
+            h.tick();
+        }
+        let mut det = codecs::dtmf::Detector::new();
+        let mut got = vec![];
+        for f in &h.heard {
+            det.push(f, &mut got);
+        }
+        assert_eq!(got, vec!['9', '0', '#']);
+    }
+
+    #[test]
+    fn backlogged_bot_skips_media_without_gaps_in_numbering() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.tick();
+        let said = [1i16; FRAME_SAMPLES];
+        let mut hears = [0i16; FRAME_SAMPLES];
+        h.s.tick(&said, &mut hears, true);
+        h.tick();
+        h.drain();
+        let media: Vec<(u64, u64)> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                BotEvent::Media {
+                    sequence_number,
+                    chunk,
+                    ..
+                } => Some((*sequence_number, *chunk)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(media, vec![(2, 1), (3, 2)]);
+        assert_eq!(h.s.stats().media_skipped, 1);
+    }
+}

@@ -1,0 +1,521 @@
+//! Persistence: calls, their state changes and outcomes, and settings, in one
+//! SQLite file under the data directory.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Where a call is in its life. Final states never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Accepted, not dialled yet (or scheduled).
+    Initiated,
+    /// The far end rings.
+    Ringing,
+    /// Answered; media flows.
+    InProgress,
+    /// Answered, then ended.
+    Completed,
+    /// The far end was busy.
+    Busy,
+    /// Nobody answered in time.
+    NoAnswer,
+    /// Could not be placed or kept up.
+    Failed,
+    /// Ended before it was answered, by us.
+    Canceled,
+}
+
+impl CallState {
+    /// The name stored and shown in the call log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Initiated => "initiated",
+            CallState::Ringing => "ringing",
+            CallState::InProgress => "in-progress",
+            CallState::Completed => "completed",
+            CallState::Busy => "busy",
+            CallState::NoAnswer => "no-answer",
+            CallState::Failed => "failed",
+            CallState::Canceled => "canceled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<CallState> {
+        Some(match s {
+            "initiated" => CallState::Initiated,
+            "ringing" => CallState::Ringing,
+            "in-progress" => CallState::InProgress,
+            "completed" => CallState::Completed,
+            "busy" => CallState::Busy,
+            "no-answer" => CallState::NoAnswer,
+            "failed" => CallState::Failed,
+            "canceled" => CallState::Canceled,
+            _ => return None,
+        })
+    }
+
+    /// True once the call is over.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            CallState::Initiated | CallState::Ringing | CallState::InProgress
+        )
+    }
+
+    /// The IVR Solutions `call_status` value for this state.
+    pub fn call_status(self) -> &'static str {
+        match self {
+            CallState::Completed => "answered",
+            CallState::InProgress => "in_progress",
+            CallState::Initiated | CallState::Ringing => "initiated",
+            CallState::Busy => "busy",
+            CallState::NoAnswer | CallState::Canceled => "no_answer",
+            CallState::Failed => "failed",
+        }
+    }
+}
+
+/// A new call to record.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    /// Our id for it (`CA…`).
+    pub call_sid: String,
+    /// `outbound` or `inbound`.
+    pub direction: String,
+    /// The caller's number (our DID for outbound calls).
+    pub from: String,
+    /// The called number.
+    pub to: String,
+    /// When to dial, if later.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// The request that made the call, as accepted.
+    pub request: Value,
+}
+
+/// A call as stored.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// The log id (`logid` / `recordid`).
+    pub id: i64,
+    /// Our call id.
+    pub call_sid: String,
+    /// `outbound` or `inbound`.
+    pub direction: String,
+    /// The caller.
+    pub from: String,
+    /// The called number.
+    pub to: String,
+    /// Current state.
+    pub state: CallState,
+    /// Why it ended (`callended`, `bot_hangup`, `bot_unreachable`, ...).
+    pub end_reason: Option<String>,
+    /// A SIP-style code for failures.
+    pub sip_code: Option<u16>,
+    /// When the call was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it is to be dialled, if scheduled.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// When it was answered.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The request that made it.
+    pub request: Value,
+    /// The recording file name, under the recordings directory.
+    pub recording: Option<String>,
+    /// Keys the phone pressed.
+    pub dtmf_input: String,
+    /// What the phone side observed (virtual phones).
+    pub phone_report: Option<Value>,
+}
+
+impl CallRecord {
+    /// Answered time in whole seconds (0 for an unanswered call).
+    pub fn duration_secs(&self) -> i64 {
+        match (self.answered_at, self.ended_at) {
+            (Some(a), Some(e)) => ((e - a).num_milliseconds() + 500) / 1000,
+            (Some(a), None) => (Utc::now() - a).num_seconds(),
+            _ => 0,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Its final state.
+    pub state: CallState,
+    /// Why.
+    pub reason: String,
+    /// A SIP-style code, for failures.
+    pub sip_code: Option<u16>,
+    /// The recording file name, if any audio was recorded.
+    pub recording: Option<String>,
+    /// Keys the phone pressed.
+    pub dtmf_input: String,
+    /// What the phone side observed.
+    pub phone_report: Option<Value>,
+}
+
+/// The SQLite store. One connection behind a mutex: every statement is short.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_sid     TEXT NOT NULL UNIQUE,
+    direction    TEXT NOT NULL,
+    from_no      TEXT NOT NULL,
+    to_no        TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    end_reason   TEXT,
+    sip_code     INTEGER,
+    created_at   TEXT NOT NULL,
+    scheduled_at TEXT,
+    answered_at  TEXT,
+    ended_at     TEXT,
+    request      TEXT NOT NULL,
+    recording    TEXT,
+    dtmf_input   TEXT NOT NULL DEFAULT '',
+    phone_report TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_to_no ON calls(to_no);
+CREATE INDEX IF NOT EXISTS calls_created ON calls(created_at);
+CREATE TABLE IF NOT EXISTS call_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id INTEGER NOT NULL REFERENCES calls(id),
+    at      TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    detail  TEXT
+);
+";
+
+const CALL_COLUMNS: &str = "id, call_sid, direction, from_no, to_no, state, end_reason, sip_code, \
+     created_at, scheduled_at, answered_at, ended_at, request, recording, dtmf_input, phone_report";
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn row_to_call(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let state: String = r.get(5)?;
+    let request: String = r.get(12)?;
+    let report: Option<String> = r.get(15)?;
+    Ok(CallRecord {
+        id: r.get(0)?,
+        call_sid: r.get(1)?,
+        direction: r.get(2)?,
+        from: r.get(3)?,
+        to: r.get(4)?,
+        state: CallState::parse(&state).unwrap_or(CallState::Failed),
+        end_reason: r.get(6)?,
+        sip_code: r.get::<_, Option<i64>>(7)?.map(|c| c as u16),
+        created_at: parse_ts(r.get(8)?).unwrap_or_default(),
+        scheduled_at: parse_ts(r.get(9)?),
+        answered_at: parse_ts(r.get(10)?),
+        ended_at: parse_ts(r.get(11)?),
+        request: serde_json::from_str(&request).unwrap_or(Value::Null),
+        recording: r.get(13)?,
+        dtmf_input: r.get(14)?,
+        phone_report: report.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every write is
+        // one statement), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets a setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO settings(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new call in state `initiated`; returns its log id.
+    pub fn insert_call(&self, c: &NewCall) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        let now = ts(Utc::now());
+        conn.execute(
+            "INSERT INTO calls(call_sid, direction, from_no, to_no, state, created_at, scheduled_at, request)
+             VALUES (?1, ?2, ?3, ?4, 'initiated', ?5, ?6, ?7)",
+            params![
+                c.call_sid,
+                c.direction,
+                c.from,
+                c.to,
+                now,
+                c.scheduled_at.map(ts),
+                c.request.to_string()
+            ],
+        )?;
+        let id = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO call_events(call_id, at, state, detail) VALUES (?1, ?2, 'initiated', NULL)",
+            params![id, now],
+        )?;
+        Ok(id)
+    }
+
+    /// Moves a live call to `state` (ringing, in-progress).
+    pub fn set_state(&self, id: i64, state: CallState) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let now = ts(Utc::now());
+        if state == CallState::InProgress {
+            conn.execute(
+                "UPDATE calls SET state = ?2, answered_at = ?3 WHERE id = ?1",
+                params![id, state.as_str(), now],
+            )?;
+        } else {
+            conn.execute(
+                "UPDATE calls SET state = ?2 WHERE id = ?1",
+                params![id, state.as_str()],
+            )?;
+        }
+        conn.execute(
+            "INSERT INTO call_events(call_id, at, state, detail) VALUES (?1, ?2, ?3, NULL)",
+            params![id, now, state.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a call ended.
+    pub fn finish(&self, id: i64, o: &Outcome) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let now = ts(Utc::now());
+        conn.execute(
+            "UPDATE calls SET state = ?2, end_reason = ?3, sip_code = ?4, ended_at = ?5,
+                 recording = ?6, dtmf_input = ?7, phone_report = ?8
+             WHERE id = ?1",
+            params![
+                id,
+                o.state.as_str(),
+                o.reason,
+                o.sip_code,
+                now,
+                o.recording,
+                o.dtmf_input,
+                o.phone_report.as_ref().map(|v| v.to_string())
+            ],
+        )?;
+        conn.execute(
+            "INSERT INTO call_events(call_id, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![id, now, o.state.as_str(), o.reason],
+        )?;
+        Ok(())
+    }
+
+    /// One call by log id.
+    pub fn call(&self, id: i64) -> Result<Option<CallRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {CALL_COLUMNS} FROM calls WHERE id = ?1"),
+                [id],
+                row_to_call,
+            )
+            .optional()?)
+    }
+
+    /// One call by call id.
+    pub fn call_by_sid(&self, sid: &str) -> Result<Option<CallRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = ?1"),
+                [sid],
+                row_to_call,
+            )
+            .optional()?)
+    }
+
+    /// Calls created in `[from, to)`, oldest first.
+    pub fn calls_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE created_at >= ?1 AND created_at < ?2 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![ts(from), ts(to)], row_to_call)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Calls to or from `number`, oldest first.
+    pub fn calls_with_number(&self, number: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE to_no = ?1 OR from_no = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map([number], row_to_call)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The state changes of a call, oldest first: (time, state, detail).
+    pub fn events(&self, id: i64) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT at, state, detail FROM call_events WHERE call_id = ?1 ORDER BY id")?;
+        let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// At start-up: calls that were live when the bridge stopped are failed with
+    /// reason `bridge_restart`; scheduled calls not yet dialled are returned so
+    /// they can be scheduled again.
+    pub fn recover(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let live: Vec<i64> = {
+            let conn = self.conn();
+            let mut st = conn.prepare(
+                "SELECT id FROM calls WHERE state IN ('ringing', 'in-progress')
+                    OR (state = 'initiated' AND scheduled_at IS NULL)",
+            )?;
+            let ids = st.query_map([], |r| r.get(0))?;
+            ids.collect::<Result<_, _>>()?
+        };
+        for id in live {
+            let state = match self.call(id)? {
+                Some(c) if c.state == CallState::InProgress => CallState::Completed,
+                _ => CallState::Failed,
+            };
+            self.finish(
+                id,
+                &Outcome {
+                    state,
+                    reason: "bridge_restart".into(),
+                    sip_code: None,
+                    recording: None,
+                    dtmf_input: String::new(),
+                    phone_report: None,
+                },
+            )?;
+        }
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE state = 'initiated' AND scheduled_at IS NOT NULL ORDER BY id"
+        ))?;
+        let rows = st.query_map([], row_to_call)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_call(sid: &str, to: &str) -> NewCall {
+        NewCall {
+            call_sid: sid.into(),
+            direction: "outbound".into(),
+            from: "+15550100000".into(),
+            to: to.into(),
+            scheduled_at: None,
+            request: serde_json::json!({"customer_no": to}),
+        }
+    }
+
+    #[test]
+    fn calls_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        let id = {
+            let s = Store::open(&path).unwrap();
+            let id = s.insert_call(&new_call("CA1", "+99910001")).unwrap();
+            s.set_state(id, CallState::Ringing).unwrap();
+            s.set_state(id, CallState::InProgress).unwrap();
+            s.finish(
+                id,
+                &Outcome {
+                    state: CallState::Completed,
+                    reason: "callended".into(),
+                    sip_code: None,
+                    recording: Some("CA1.wav".into()),
+                    dtmf_input: "12".into(),
+                    phone_report: None,
+                },
+            )
+            .unwrap();
+            id
+        };
+        let s = Store::open(&path).unwrap();
+        let c = s.call(id).unwrap().unwrap();
+        assert_eq!(c.state, CallState::Completed);
+        assert_eq!(c.end_reason.as_deref(), Some("callended"));
+        assert_eq!(c.dtmf_input, "12");
+        assert!(c.answered_at.is_some() && c.ended_at.is_some());
+        let states: Vec<String> = s.events(id).unwrap().into_iter().map(|e| e.1).collect();
+        assert_eq!(states, ["initiated", "ringing", "in-progress", "completed"]);
+        assert_eq!(s.calls_with_number("+99910001").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recover_fails_live_calls_and_returns_scheduled_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("b.db")).unwrap();
+        let live = s.insert_call(&new_call("CA1", "+1")).unwrap();
+        s.set_state(live, CallState::Ringing).unwrap();
+        let mut sched = new_call("CA2", "+2");
+        sched.scheduled_at = Some(Utc::now() + chrono::Duration::hours(1));
+        let sched_id = s.insert_call(&sched).unwrap();
+        let again = s.recover().unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, sched_id);
+        let c = s.call(live).unwrap().unwrap();
+        assert_eq!(c.state, CallState::Failed);
+        assert_eq!(c.end_reason.as_deref(), Some("bridge_restart"));
+    }
+}
