@@ -314,10 +314,9 @@ impl Engine {
                         }
                         Ok(Err(e)) => {
                             tracing::warn!("{e}");
-                            let state = if answered_at.is_some() { CallState::Completed } else { CallState::Failed };
-                            let mut end = End::new(state, "bot_unreachable", None);
-                            if answered_at.is_none() { end.state = CallState::Failed; }
-                            break 'call end;
+                            // The phone (if it answered) hears nothing and is hung up:
+                            // the call failed, whatever state it had reached.
+                            break 'call End::new(CallState::Failed, "bot_unreachable", None);
                         }
                         Err(e) => {
                             tracing::error!("bot connect task failed: {e}");
@@ -412,6 +411,9 @@ impl Engine {
             }
         };
 
+        if let Some(pending) = connecting.take() {
+            pending.abort();
+        }
         if let Some(reason) = end.stop {
             session.finish(reason);
         }

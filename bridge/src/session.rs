@@ -207,6 +207,19 @@ impl CallSession {
             }
         }
 
+        // A pending hangup goes once everything queued has been handed to the
+        // phone (on an earlier tick), so the goodbye's last frame is heard too.
+        if let Some(left) = self.hangup_drain {
+            let drained = self.playout.queued_samples() == 0 && self.tones.is_none();
+            if drained || left == 0 {
+                self.hangup_drain = None;
+                self.actions.push_back(Action::Hangup);
+                phone_hears.fill(0);
+                return;
+            }
+            self.hangup_drain = Some(left - 1);
+        }
+
         if let Some(t) = self.tones.as_mut() {
             t.next_frame(phone_hears);
             if t.is_done() {
@@ -217,16 +230,6 @@ impl CallSession {
             self.stats.frames_played += 1;
         }
         self.emit_reached_marks();
-
-        if let Some(left) = self.hangup_drain {
-            let drained = self.playout.queued_samples() == 0 && self.tones.is_none();
-            if drained || left == 0 {
-                self.hangup_drain = None;
-                self.actions.push_back(Action::Hangup);
-            } else {
-                self.hangup_drain = Some(left - 1);
-            }
-        }
         if self.chunk % 250 == 0 {
             self.playout.shrink();
         }
@@ -589,7 +592,11 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(hung_at, Some(10), "hang up on the tick the goodbye ends");
+        assert_eq!(
+            hung_at,
+            Some(11),
+            "hang up on the tick after the goodbye's last frame"
+        );
         let played: usize = h
             .heard
             .iter()
