@@ -1,6 +1,6 @@
 //! Test harness: a real bridge on loopback, a tiny HTTP client, and scriptable
 //! WebSocket bots that record what they receive.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::Path;
