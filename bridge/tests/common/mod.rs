@@ -325,31 +325,12 @@ impl TestBot {
 
 pub const SEC: Duration = Duration::from_secs(1);
 
-/// Every media event's (sequence_number, chunk, timestamp) are contiguous, and
-/// sequence numbers over all events after `connected` grow by one from 1.
+/// The session's events keep the contract (conformance's stream checks: order,
+/// contiguous sequence numbers, chunks and timestamps, nothing after `stop`).
 pub fn assert_stream_contiguous(events: &[BotEvent]) {
-    let after_connected: Vec<&BotEvent> = events.iter().skip(1).collect();
-    for (i, e) in after_connected.iter().enumerate() {
-        assert_eq!(
-            e.sequence_number(),
-            Some(i as u64 + 1),
-            "sequence_number of event {i} ({})",
-            e.name()
-        );
-    }
-    let mut chunk = 0;
-    for e in events {
-        if let BotEvent::Media {
-            chunk: c,
-            timestamp_ms,
-            payload,
-            ..
-        } = e
-        {
-            chunk += 1;
-            assert_eq!(*c, chunk, "chunk numbers are contiguous");
-            assert_eq!(*timestamp_ms, (chunk - 1) * 20, "timestamps are contiguous");
-            assert_eq!(payload.len(), 320, "one chunk is 20 ms of 8 kHz PCM16");
-        }
-    }
+    let problems = conformance::stream::check_stream(events);
+    assert!(
+        problems.is_empty(),
+        "stream breaks the contract: {problems:#?}"
+    );
 }
