@@ -7,10 +7,9 @@
 //! a slow bot never blocks the phone side: its media is skipped, not queued
 //! without bound.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -66,7 +65,6 @@ pub struct Engine {
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     idle: Notify,
-    hangups: Mutex<HashMap<i64, mpsc::UnboundedSender<()>>>,
 }
 
 /// How a call ended, before it is stored.
@@ -107,7 +105,6 @@ impl Engine {
             shutdown: watch::channel(false).0,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
-            hangups: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -126,7 +123,7 @@ impl Engine {
         &self.recordings
     }
 
-    /// Calls being placed or up right now.
+    /// Calls waiting for their scheduled time, ringing, or up.
     pub fn live_calls(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
@@ -172,12 +169,6 @@ impl Engine {
             }
         }
         Ok(n)
-    }
-
-    /// Asks a live call to end as if the phone hung up. False if it is not live.
-    pub fn hangup(&self, id: i64) -> bool {
-        let map = self.hangups.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&id).is_some_and(|tx| tx.send(()).is_ok())
     }
 
     fn spawn(self: &Arc<Self>, id: i64, call_sid: String, call: OutboundCall) {
@@ -229,11 +220,6 @@ impl Engine {
     ) {
         let span = tracing::info_span!("call", %call_sid);
         let _enter = span.enter();
-        let (hang_tx, mut hang_rx) = mpsc::unbounded_channel();
-        self.hangups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, hang_tx);
 
         let start = StartInfo {
             stream_sid: new_sid("MZ"),
@@ -293,10 +279,6 @@ impl Engine {
                 _ = shutdown.wait_for(|s| *s) => {
                     let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                     break 'call End::new(state, "shutdown", Some(StopReason::Shutdown));
-                }
-                Some(()) = hang_rx.recv() => {
-                    let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
-                    break 'call End::new(state, "api_hangup", Some(StopReason::CallEnded));
                 }
                 res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
                     connecting = None;
@@ -430,10 +412,6 @@ impl Engine {
             }
         });
         let report = leg.report();
-        self.hangups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
         self.conclude(id, end, recording, dtmf_input, report);
     }
 

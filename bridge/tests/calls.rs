@@ -90,6 +90,11 @@ async fn echo_bot_call_is_recorded_both_ways() {
 
     let pcm = recording(bridge.addr, &rec).await;
     assert_eq!((pcm.sample_rate, pcm.channels), (8000, 2));
+    // The recording is behind the API's auth.
+    let url = rec["recording_url"].as_str().unwrap();
+    let path = &url[url.find("/recordings/").unwrap()..];
+    let (status, _) = http(bridge.addr, "GET", path, None, None).await;
+    assert_eq!(status, 401, "no recording without the token");
     let caller = pcm.channel(0);
     let heard = pcm.channel(1);
     // The first 1.5 s of the phone's speech.
