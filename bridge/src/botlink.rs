@@ -230,24 +230,26 @@ pub async fn run(
             biased;
             msg = out.recv() => {
                 let Some(first) = msg else { break };
-                // Write everything queued, then flush once.
-                let mut next = Some(first);
-                let mut failed = None;
-                while let Some(o) = next {
-                    if o.is_media { backlog.done(); }
-                    next = out.try_recv().ok();
-                    // The session writes only JSON text; a frame that is not UTF-8
-                    // would be a bug, logged rather than sent corrupt.
-                    let Ok(text) = Utf8Bytes::try_from(o.text) else {
-                        tracing::error!("dropped an outgoing event that is not UTF-8");
-                        continue;
-                    };
-                    if let Err(e) = sink.feed(Message::Text(text)).await { failed = Some(e); break; }
+                // A bot that stops reading without closing (host gone, network
+                // cut) fills the socket buffer and a write never finishes: the
+                // pong deadline bounds the write too.
+                let deadline = last_pong + live.pong_timeout;
+                let wrote = tokio::time::timeout_at(
+                    deadline,
+                    write_batch(&mut sink, first, &mut out, &backlog),
+                )
+                .await;
+                match wrote {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => { lost = Some(format!("write failed: {e}")); break; }
+                    Err(_) => {
+                        lost = Some(format!(
+                            "bot stopped reading: no pong and writes stuck for {} s",
+                            live.pong_timeout.as_secs()
+                        ));
+                        break;
+                    }
                 }
-                if failed.is_none() {
-                    if let Err(e) = sink.flush().await { failed = Some(e); }
-                }
-                if let Some(e) = failed { lost = Some(format!("write failed: {e}")); break; }
             }
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(t))) => {
@@ -273,8 +275,10 @@ pub async fn run(
                     lost = Some(format!("no pong for {} s", live.pong_timeout.as_secs()));
                     break;
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    lost = Some("ping failed".into());
+                let deadline = last_pong + live.pong_timeout;
+                let sent = tokio::time::timeout_at(deadline, sink.send(Message::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    lost = Some("ping could not be sent".into());
                     break;
                 }
             }
@@ -295,6 +299,30 @@ pub async fn run(
             .await;
         }
     }
+}
+
+/// Writes `first` and everything else already queued, then flushes once.
+async fn write_batch(
+    sink: &mut futures::stream::SplitSink<BotSocket, Message>,
+    first: Outgoing,
+    out: &mut mpsc::UnboundedReceiver<Outgoing>,
+    backlog: &Backlog,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut next = Some(first);
+    while let Some(o) = next {
+        if o.is_media {
+            backlog.done();
+        }
+        next = out.try_recv().ok();
+        // The session writes only JSON text; a frame that is not UTF-8 would be
+        // a bug, logged rather than sent corrupt.
+        let Ok(text) = Utf8Bytes::try_from(o.text) else {
+            tracing::error!("dropped an outgoing event that is not UTF-8");
+            continue;
+        };
+        sink.feed(Message::Text(text)).await?;
+    }
+    sink.flush().await
 }
 
 #[cfg(test)]
