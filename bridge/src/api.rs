@@ -112,7 +112,12 @@ fn body_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Map::new());
     }
-    if ctype.starts_with("application/x-www-form-urlencoded") {
+    // `curl -d '{...}'` labels JSON as a form: a body that starts like JSON is JSON.
+    let looks_json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[');
+    if ctype.starts_with("application/x-www-form-urlencoded") && !looks_json {
         return Ok(url::form_urlencoded::parse(body)
             .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
             .collect());
@@ -395,12 +400,19 @@ async fn call_logs(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
     let start = from
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let end = to
         .and_then(|d| d.succ_opt())
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // Stored times are RFC 3339 text, compared as text: keep the open end
+        // within four-digit years so it sorts after every stored time.
+        .unwrap_or_else(|| {
+            NaiveDate::from_ymd_opt(9999, 12, 31)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc())
+                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+        });
     match app.engine.store().calls_between(start, end) {
         Ok(calls) if calls.is_empty() => no_records("No records found"),
         Ok(calls) => {

@@ -22,6 +22,11 @@ pub enum LegEvent {
     Answered,
     /// The far end is busy.
     Busy,
+    /// Nobody answered (the far end gave up ringing, e.g. SIP 408/480).
+    NoAnswer {
+        /// The SIP code, kept in the call log.
+        code: u16,
+    },
     /// The call could not be placed.
     Failed {
         /// A SIP-style code (e.g. 503), kept in the call log.
@@ -50,8 +55,11 @@ pub trait PhoneLeg: Send {
     /// True when keys can be sent out of band ([`PhoneLeg::send_dtmf`]); false
     /// when the bridge must play them as tones in the audio.
     fn takes_out_of_band_dtmf(&self) -> bool;
-    /// Sends one key out of band.
-    fn send_dtmf(&mut self, digit: char);
+    /// Sends one key out of band; false when the far end cannot take it that
+    /// way (the caller then plays it as tones).
+    fn send_dtmf(&mut self, digit: char) -> bool;
+    /// Answers an inbound call (legs that ring us); outbound legs ignore it.
+    fn answer(&mut self) {}
     /// Ends the leg (cancel while ringing, hang up once answered).
     fn hangup(&mut self);
     /// What the leg observed, for the call log (virtual phones report what they heard).
@@ -233,9 +241,9 @@ impl PhoneLeg for VirtualPhone {
         false
     }
 
-    fn send_dtmf(&mut self, digit: char) {
-        // Virtual phones listen for tones; a key sent out of band is still "heard".
-        self.heard_dtmf.push(digit);
+    fn send_dtmf(&mut self, _digit: char) -> bool {
+        // Virtual phones hear keys as tones only.
+        false
     }
 
     fn hangup(&mut self) {

@@ -17,6 +17,125 @@ pub struct Config {
     pub carrier: CarrierConfig,
     /// Where recording URLs point.
     pub server: ServerConfig,
+    /// The SIP user agent: transports, RTP ports, trunks, extensions.
+    pub sip: SipConfig,
+    /// Outbound routes by number prefix (longest wins). Numbers no route
+    /// matches go to the simulated carrier.
+    pub routes: Vec<RouteConfig>,
+    /// Our DIDs: who takes an inbound call to each.
+    pub dids: Vec<DidConfig>,
+}
+
+/// SIP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP listen address (the `--sip` flag overrides it).
+    pub listen: std::net::SocketAddr,
+    /// The address written in SDP and Contact (default: the listen address).
+    pub public_ip: Option<std::net::IpAddr>,
+    /// First RTP port (even ports are used).
+    pub rtp_port_min: u16,
+    /// Last RTP port.
+    pub rtp_port_max: u16,
+    /// Target jitter-buffer delay, in ms (it adapts between 40 and 200).
+    pub jitter_ms: u32,
+    /// Realm of the registrar's digest challenges.
+    pub realm: String,
+    /// Trunks calls can be routed to.
+    pub trunks: Vec<TrunkConfig>,
+    /// Extensions that may REGISTER.
+    pub extensions: Vec<ExtensionConfig>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 5060)),
+            public_ip: None,
+            rtp_port_min: 20000,
+            rtp_port_max: 20999,
+            jitter_ms: 60,
+            realm: "bridge".into(),
+            trunks: Vec::new(),
+            extensions: Vec::new(),
+        }
+    }
+}
+
+/// A SIP trunk (a carrier or PBX we send calls to).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// `udp` or `tcp`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Domain of our From URI (default: the trunk host).
+    pub from_domain: Option<String>,
+    /// Digest username, if the trunk challenges.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<String>,
+    /// Caller ID presented on this trunk (default: `calls.caller_id`).
+    pub caller_id: Option<String>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_transport() -> String {
+    "udp".into()
+}
+
+/// A SIP extension (an agent's phone) allowed to REGISTER.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionConfig {
+    /// The extension number (also the digest username).
+    pub number: String,
+    /// Its digest password.
+    pub password: String,
+}
+
+/// An outbound route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Numbers starting with this.
+    pub prefix: String,
+    /// A trunk name, or `sim` for the simulated carrier.
+    pub trunk: String,
+}
+
+/// One of our DIDs: exactly one of `bot_url`, `config_api` or `extension`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DidConfig {
+    /// The number, as callers dial it (normalised, e.g. `+15550001000`).
+    pub number: String,
+    /// A fixed bot that takes every call.
+    pub bot_url: Option<String>,
+    /// Headers sent to the fixed bot.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A URL the bridge POSTs the call to, whose answer names the bot.
+    pub config_api: Option<String>,
+    /// How long to wait for the CONFIG_API.
+    #[serde(default = "default_config_api_timeout")]
+    pub config_api_timeout_ms: u64,
+    /// Ring this registered extension instead of a bot.
+    pub extension: Option<String>,
+}
+
+fn default_config_api_timeout() -> u64 {
+    3000
 }
 
 /// Limits and defaults for calls.
@@ -196,6 +315,52 @@ impl Config {
                     p.prefix
                 ));
             }
+        }
+        let trunks: Vec<&str> = cfg.sip.trunks.iter().map(|t| t.name.as_str()).collect();
+        for t in &cfg.sip.trunks {
+            if !matches!(t.transport.as_str(), "udp" | "tcp") {
+                return Err(format!(
+                    "trunk {}: transport {:?} is not udp or tcp",
+                    t.name, t.transport
+                ));
+            }
+        }
+        for r in &cfg.routes {
+            if r.trunk != "sim" && !trunks.contains(&r.trunk.as_str()) {
+                return Err(format!(
+                    "route {}: no trunk named {:?} (trunks: {}; or \"sim\")",
+                    r.prefix,
+                    r.trunk,
+                    trunks.join(", ")
+                ));
+            }
+        }
+        for d in &cfg.dids {
+            let targets = [
+                d.bot_url.is_some(),
+                d.config_api.is_some(),
+                d.extension.is_some(),
+            ];
+            if targets.iter().filter(|t| **t).count() != 1 {
+                return Err(format!(
+                    "did {}: give exactly one of bot_url, config_api, extension",
+                    d.number
+                ));
+            }
+            if let Some(ext) = &d.extension {
+                if !cfg.sip.extensions.iter().any(|e| &e.number == ext) {
+                    return Err(format!(
+                        "did {}: no extension {ext:?} in [[sip.extensions]]",
+                        d.number
+                    ));
+                }
+            }
+        }
+        if cfg.sip.rtp_port_min > cfg.sip.rtp_port_max {
+            return Err(format!(
+                "sip: rtp_port_min {} is above rtp_port_max {}",
+                cfg.sip.rtp_port_min, cfg.sip.rtp_port_max
+            ));
         }
         Ok(cfg)
     }

@@ -23,8 +23,10 @@ use crate::botlink::{self, Backlog, BotInput, Liveness};
 use crate::carrier::{LegEvent, PhoneLeg, Route, SimCarrier};
 use crate::config::Config;
 use crate::session::{Action, CallSession, SessionConfig};
+use crate::sip::{InboundCall, InboundHandler, SipUa};
 use crate::store::{CallState, NewCall, Outcome, Store, StoreError};
 use crate::wav::Recorder;
+use tracing::Instrument;
 
 /// Media frames a bot may fall behind before its media is skipped (5 s).
 const MAX_BOT_BACKLOG: usize = 250;
@@ -49,6 +51,28 @@ pub struct OutboundCall {
     pub schedule_at: Option<DateTime<Utc>>,
 }
 
+/// The bot that takes a call.
+#[derive(Debug, Clone)]
+pub struct BotTarget {
+    /// WebSocket URL.
+    pub url: String,
+    /// Headers for the upgrade request.
+    pub headers: Vec<(String, String)>,
+    /// Handed to the bot in `start.custom_parameters`.
+    pub custom_parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything a call's task needs besides its phone leg.
+struct CallSetup {
+    id: i64,
+    call_sid: String,
+    direction: Direction,
+    from: String,
+    to: String,
+    target: BotTarget,
+    connect_ws_after_answer: bool,
+}
+
 /// Makes an id such as `CA3f9c…`: a prefix and 32 hex digits.
 pub fn new_sid(prefix: &str) -> String {
     let bytes: [u8; 16] = rand::random();
@@ -63,6 +87,8 @@ pub struct Engine {
     tls: Arc<rustls::ClientConfig>,
     recordings: PathBuf,
     shutdown: watch::Sender<bool>,
+    sip: std::sync::OnceLock<Arc<SipUa>>,
+    http: reqwest::Client,
     live: AtomicUsize,
     idle: Notify,
 }
@@ -103,6 +129,10 @@ impl Engine {
             tls,
             recordings,
             shutdown: watch::channel(false).0,
+            sip: std::sync::OnceLock::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
@@ -216,33 +246,108 @@ impl Engine {
         id: i64,
         call_sid: String,
         call: OutboundCall,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
         let span = tracing::info_span!("call", %call_sid);
-        let _enter = span.enter();
-
-        let start = StartInfo {
-            stream_sid: new_sid("MZ"),
-            call_sid: call_sid.clone(),
-            from: call.from.clone(),
-            to: call.to.clone(),
-            direction: Direction::Outbound,
-            media_format: MediaFormat::default(),
-            tracks: vec!["inbound".into()],
-            custom_parameters: call.custom_parameters.clone(),
-        };
-        let mut leg: Box<dyn PhoneLeg> = match self.carrier.dial(&call.to) {
-            Route::Virtual(leg) => leg,
-            Route::NoRoute(why) => {
+        let leg = match self.route(&call.to, &call.from) {
+            Ok(leg) => leg,
+            Err((code, reason, why)) => {
+                let _enter = span.enter();
                 tracing::warn!("{why}");
-                let mut end = End::new(CallState::Failed, "no_route", None);
-                end.sip_code = Some(404);
+                let mut end = End::new(CallState::Failed, reason, None);
+                end.sip_code = Some(code);
                 end.leg_done = true;
                 self.conclude(id, end, None, String::new(), None);
                 return;
             }
         };
-        tracing::info!(to = %call.to, "dialing");
+        let setup = CallSetup {
+            id,
+            call_sid,
+            direction: Direction::Outbound,
+            from: call.from.clone(),
+            to: call.to.clone(),
+            target: BotTarget {
+                url: call.wss_url.clone(),
+                headers: call.wss_headers.clone(),
+                custom_parameters: call.custom_parameters.clone(),
+            },
+            connect_ws_after_answer: call.connect_ws_after_answer,
+        };
+        self.run_call(setup, leg, shutdown).instrument(span).await;
+    }
+
+    /// Picks the phone side for a number: a configured route (a trunk or the
+    /// simulated carrier), else a registered extension, else the simulated
+    /// carrier's numbering.
+    fn route(
+        &self,
+        to: &str,
+        from: &str,
+    ) -> Result<Box<dyn PhoneLeg>, (u16, &'static str, String)> {
+        let sip = self.sip.get();
+        let route = self
+            .cfg
+            .routes
+            .iter()
+            .filter(|r| to.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len());
+        if let Some(r) = route.filter(|r| r.trunk != "sim") {
+            let (Some(ua), Some(trunk)) = (sip, sip.and_then(|u| u.trunk(&r.trunk))) else {
+                return Err((
+                    503,
+                    "no_route",
+                    format!(
+                        "route {} names trunk {} but SIP is not running",
+                        r.prefix, r.trunk
+                    ),
+                ));
+            };
+            let caller = trunk.caller_id.clone().unwrap_or_else(|| from.to_string());
+            return ua
+                .dial_trunk(trunk, to, &caller)
+                .map_err(|e| (503, "sip_error", e.to_string()));
+        }
+        if route.is_none() {
+            if let Some(ua) = sip.filter(|u| u.extension(to).is_some()) {
+                return ua
+                    .dial_extension(to, from)
+                    .map_err(|e| (480, "extension_unavailable", e.to_string()));
+            }
+        }
+        match self.carrier.dial(to) {
+            Route::Virtual(leg) => Ok(leg),
+            Route::NoRoute(why) => Err((404, "no_route", why)),
+        }
+    }
+
+    async fn run_call(
+        self: Arc<Self>,
+        setup: CallSetup,
+        mut leg: Box<dyn PhoneLeg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let CallSetup {
+            id,
+            call_sid,
+            direction,
+            from,
+            to,
+            target,
+            connect_ws_after_answer,
+        } = setup;
+        let inbound = direction == Direction::Inbound;
+        let start = StartInfo {
+            stream_sid: new_sid("MZ"),
+            call_sid: call_sid.clone(),
+            from,
+            to: to.clone(),
+            direction,
+            media_format: MediaFormat::default(),
+            tracks: vec!["inbound".into()],
+            custom_parameters: target.custom_parameters.clone(),
+        };
+        tracing::info!(%to, ?direction, "call starts");
 
         let bot = &self.cfg.bot;
         let mut session = CallSession::new(
@@ -258,8 +363,9 @@ impl Engine {
         let mut out_tx: Option<mpsc::UnboundedSender<crate::session::Outgoing>> = None;
         let backlog = Arc::new(Backlog::default());
         let mut connecting = None;
-        if !call.connect_ws_after_answer {
-            connecting = Some(self.connect_bot(&call));
+        let mut link = None;
+        if inbound || !connect_ws_after_answer {
+            connecting = Some(self.connect_bot(&target));
         }
 
         let mut clock = tokio::time::interval(Duration::from_millis(20));
@@ -284,15 +390,19 @@ impl Engine {
                     connecting = None;
                     match res {
                         Ok(Ok(ws)) => {
-                            tracing::info!(url = %call.wss_url, "bot connected");
+                            tracing::info!(url = %target.url, "bot connected");
                             let (tx, rx) = mpsc::unbounded_channel();
                             let live = Liveness {
                                 ping_every: Duration::from_secs(bot.ping_interval_secs.max(1)),
                                 pong_timeout: Duration::from_secs(bot.pong_timeout_secs.max(1)),
                             };
-                            tokio::spawn(botlink::run(ws, rx, in_tx.clone(), backlog.clone(), live));
+                            link = Some(tokio::spawn(botlink::run(ws, rx, in_tx.clone(), backlog.clone(), live)));
                             out_tx = Some(tx);
                             session.on_bot_connected();
+                            if inbound {
+                                // Inbound calls are answered once their bot is there.
+                                leg.answer();
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::warn!("{e}");
@@ -341,13 +451,24 @@ impl Engine {
                                     .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
                                     .ok();
                                 session.on_answer();
-                                if call.connect_ws_after_answer && out_tx.is_none() && connecting.is_none() {
-                                    connecting = Some(self.connect_bot(&call));
+                                if out_tx.is_none() && connecting.is_none() {
+                                    connecting = Some(self.connect_bot(&target));
                                 }
                             }
                             LegEvent::Busy => {
                                 let mut e = End::new(CallState::Busy, "busy", Some(StopReason::Busy));
                                 e.sip_code = Some(486);
+                                e.leg_done = true;
+                                ended = Some(e);
+                            }
+                            LegEvent::NoAnswer { code } => {
+                                let mut e = End::new(CallState::NoAnswer, "no-answer", Some(StopReason::NoAnswer));
+                                e.sip_code = Some(code);
+                                e.leg_done = true;
+                                ended = Some(e);
+                            }
+                            LegEvent::HungUp if answered_at.is_none() => {
+                                let mut e = End::new(CallState::Canceled, "caller_canceled", Some(StopReason::CallEnded));
                                 e.leg_done = true;
                                 ended = Some(e);
                             }
@@ -413,6 +534,194 @@ impl Engine {
         });
         let report = leg.report();
         self.conclude(id, end, recording, dtmf_input, report);
+        // Let the bot's socket deliver `stop` and close politely before the call
+        // counts as over (a shutdown waits for that).
+        if let Some(link) = link {
+            let _ = tokio::time::timeout(Duration::from_secs(3), link).await;
+        }
+    }
+
+    /// Attaches the SIP user agent (outbound routes to trunks and extensions).
+    pub fn set_sip(&self, ua: Arc<SipUa>) {
+        let _ = self.sip.set(ua);
+    }
+
+    /// The SIP user agent, if running.
+    pub fn sip(&self) -> Option<&Arc<SipUa>> {
+        self.sip.get()
+    }
+
+    fn did(&self, number: &str) -> Option<&crate::config::DidConfig> {
+        let digits = |n: &str| n.trim_start_matches('+').to_string();
+        self.cfg
+            .dids
+            .iter()
+            .find(|d| digits(&d.number) == digits(number))
+    }
+
+    /// An inbound call to one of our DIDs: record it, find its bot (fixed or
+    /// from the DID's CONFIG_API), then run it like any call.
+    async fn inbound(self: Arc<Self>, call: InboundCall) {
+        let call_sid = new_sid("CA");
+        let span = tracing::info_span!("call", %call_sid);
+        let mut leg = call.leg;
+        let Some(did) = self.did(&call.to).cloned() else {
+            leg.hangup();
+            return;
+        };
+        let request = serde_json::json!({
+            "did": did.number, "sip_call_id": call.sip_call_id,
+            "bot_url": did.bot_url, "config_api": did.config_api, "extension": did.extension,
+        });
+        let id = match self.store.insert_call(&NewCall {
+            call_sid: call_sid.clone(),
+            direction: "inbound".into(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            scheduled_at: None,
+            request,
+        }) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!("cannot record an inbound call: {e}");
+                leg.hangup();
+                return;
+            }
+        };
+        self.set_state(id, CallState::Ringing);
+        let target = match (&did.bot_url, &did.config_api) {
+            (Some(url), _) => Ok(BotTarget {
+                url: url.clone(),
+                headers: did.headers.clone().into_iter().collect(),
+                custom_parameters: Default::default(),
+            }),
+            (None, Some(api)) => {
+                self.ask_config_api(api, &did, &call.from, &call.to, &call_sid)
+                    .instrument(span.clone())
+                    .await
+            }
+            (None, None) => Err((
+                "not_supported",
+                format!("DID {} routes to extension {:?}: bridging a caller to an extension is not supported yet", did.number, did.extension),
+            )),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err((reason, why)) => {
+                let _enter = span.enter();
+                tracing::warn!("inbound call to {} refused: {why}", call.to);
+                leg.hangup();
+                let mut end = End::new(CallState::Failed, reason, None);
+                end.sip_code = Some(480);
+                end.leg_done = true;
+                self.conclude(id, end, None, String::new(), None);
+                return;
+            }
+        };
+        let setup = CallSetup {
+            id,
+            call_sid,
+            direction: Direction::Inbound,
+            from: call.from,
+            to: call.to,
+            target,
+            connect_ws_after_answer: false,
+        };
+        let shutdown = self.shutdown.subscribe();
+        self.run_call(setup, leg, shutdown).instrument(span).await;
+    }
+
+    /// Asks a DID's CONFIG_API which bot takes the call.
+    async fn ask_config_api(
+        &self,
+        api: &str,
+        did: &crate::config::DidConfig,
+        from: &str,
+        to: &str,
+        call_sid: &str,
+    ) -> Result<BotTarget, (&'static str, String)> {
+        let body = serde_json::json!({
+            "From": from, "To": to, "Direction": "inbound",
+            "FlowId": did.number, "SessionId": call_sid, "ServerId": "bridge",
+        });
+        let timeout = Duration::from_millis(did.config_api_timeout_ms);
+        let resp = match tokio::time::timeout(timeout, self.http.post(api).json(&body).send()).await
+        {
+            Err(_) => {
+                return Err((
+                    "config_api_timeout",
+                    format!(
+                        "CONFIG_API {api} did not answer within {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(Err(e)) => return Err(("config_api_failed", format!("CONFIG_API {api}: {e}"))),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return Err((
+                "config_api_failed",
+                format!("CONFIG_API {api} answered HTTP {status}"),
+            ));
+        }
+        let answer: serde_json::Value = match tokio::time::timeout(timeout, resp.json()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                return Err((
+                    "config_api_failed",
+                    format!("CONFIG_API {api} answer is not JSON: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err((
+                    "config_api_timeout",
+                    format!("CONFIG_API {api} answer body too slow"),
+                ))
+            }
+        };
+        let Some(url) = answer.get("url").and_then(|u| u.as_str()) else {
+            return Err((
+                "config_api_failed",
+                format!("CONFIG_API {api} answer has no \"url\": {answer}"),
+            ));
+        };
+        botlink::check_url(url, self.cfg.bot.allow_insecure_ws).map_err(|e| {
+            (
+                "config_api_failed",
+                format!("CONFIG_API {api} named a bad bot url: {e}"),
+            )
+        })?;
+        let mut headers = Vec::new();
+        if let Some(h) = answer.get("wsHeaders").and_then(|h| h.as_object()) {
+            for (k, v) in h {
+                let v = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                headers.push((k.clone(), v));
+            }
+        }
+        if let Some(fmt) = answer.get("audioFormat") {
+            let enc = fmt
+                .get("encoding")
+                .and_then(|e| e.as_str())
+                .unwrap_or("raw/slin");
+            let rate = fmt
+                .get("sample_rate")
+                .or_else(|| fmt.get("sampleRate"))
+                .and_then(|r| r.as_u64())
+                .unwrap_or(8000);
+            if !matches!(enc, "raw/slin" | "pcm") || rate != 8000 {
+                return Err(("config_api_failed", format!("CONFIG_API {api} asked for audioFormat {fmt}; this bridge streams 8 kHz raw/slin only")));
+            }
+        }
+        Ok(BotTarget {
+            url: url.to_string(),
+            headers,
+            custom_parameters: Default::default(),
+        })
     }
 
     /// Sends the session's events to the bot and carries out its actions.
@@ -442,7 +751,12 @@ impl Engine {
                         Some(StopReason::BotHangup),
                     ))
                 }
-                Action::Dtmf(d) => leg.send_dtmf(d),
+                Action::Dtmf(d) => {
+                    if !leg.send_dtmf(d) {
+                        let mut buf = [0u8; 4];
+                        session.play_dtmf_tones(d.encode_utf8(&mut buf));
+                    }
+                }
             }
         }
         end
@@ -450,10 +764,10 @@ impl Engine {
 
     fn connect_bot(
         &self,
-        call: &OutboundCall,
+        target: &BotTarget,
     ) -> tokio::task::JoinHandle<Result<botlink::BotSocket, botlink::ConnectError>> {
-        let url = call.wss_url.clone();
-        let headers = call.wss_headers.clone();
+        let url = target.url.clone();
+        let headers = target.headers.clone();
         let tls = self.tls.clone();
         let timeout = Duration::from_millis(self.cfg.bot.connect_timeout_ms);
         // The socket accepts frames well past the protocol limit, so that an
@@ -482,5 +796,25 @@ impl Engine {
         if let Err(e) = self.store.finish(id, &outcome) {
             tracing::error!(id, "cannot store call outcome: {e}");
         }
+    }
+}
+
+/// Hands inbound SIP calls to the engine.
+pub struct Inbound(pub Arc<Engine>);
+
+impl InboundHandler for Inbound {
+    fn knows_did(&self, did: &str) -> bool {
+        self.0.did(did).is_some()
+    }
+
+    fn accept(&self, call: InboundCall) {
+        let engine = self.0.clone();
+        engine.live.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            engine.clone().inbound(call).await;
+            if engine.live.fetch_sub(1, Ordering::Relaxed) == 1 {
+                engine.idle.notify_waiters();
+            }
+        });
     }
 }

@@ -37,6 +37,12 @@ struct ServeArgs {
     /// HTTP listen address of the REST API.
     #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    /// SIP listen address (UDP and TCP) for trunks, phones and extensions.
+    #[arg(long, env = "BRIDGE_SIP", default_value = "127.0.0.1:5060")]
+    sip: SocketAddr,
+    /// Run without SIP (simulated carrier only).
+    #[arg(long, env = "BRIDGE_NO_SIP")]
+    no_sip: bool,
     /// Directory for the database and recordings.
     #[arg(long, env = "BRIDGE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -74,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 http: args.http,
                 data_dir: args.data_dir.clone(),
                 api_token: args.api_token,
+                sip: (!args.no_sip).then_some(args.sip),
                 config,
             })
             .await

@@ -89,6 +89,16 @@ impl Playout {
         self.marks.drain(..).map(|(_, name)| name)
     }
 
+    /// Samples queued since the call began (played, waiting, not cleared).
+    pub fn enqueued_total(&self) -> u64 {
+        self.enqueued
+    }
+
+    /// Samples played since the call began.
+    pub fn played_total(&self) -> u64 {
+        self.played
+    }
+
     /// Samples waiting to be played.
     pub fn queued_samples(&self) -> usize {
         self.samples.len()

@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Inbound};
+use crate::sip::SipUa;
 use crate::store::Store;
 
 /// How to run a bridge.
@@ -23,6 +24,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// The API token; when absent one is generated at first start.
     pub api_token: Option<String>,
+    /// SIP listen address (UDP and TCP); `None` runs without SIP.
+    pub sip: Option<SocketAddr>,
     /// The configuration.
     pub config: Config,
 }
@@ -31,6 +34,8 @@ pub struct Options {
 pub struct Running {
     /// Where the HTTP API listens.
     pub addr: SocketAddr,
+    /// Where SIP listens, if it runs.
+    pub sip_addr: Option<SocketAddr>,
     /// The engine.
     pub engine: Arc<Engine>,
     /// A token generated at this start (first start without `--api-token`).
@@ -82,6 +87,14 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         store.clone(),
         opts.data_dir.join("recordings"),
     )?;
+    if let Some(sip_addr) = opts.sip {
+        let (ua, incoming) = SipUa::start(opts.config.sip.clone(), sip_addr).await?;
+        engine.set_sip(ua.clone());
+        tokio::spawn(
+            ua.clone()
+                .serve_incoming(incoming, Arc::new(Inbound(engine.clone()))),
+        );
+    }
     let resumed = engine.resume_scheduled()?;
     if resumed > 0 {
         tracing::info!("{resumed} scheduled call(s) from the last run scheduled again");
@@ -97,7 +110,14 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         .public_url
         .clone()
         .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| {
+            // A wildcard listen address is no place to fetch from: name the host.
+            if addr.ip().is_unspecified() {
+                format!("http://localhost:{}", addr.port())
+            } else {
+                format!("http://{addr}")
+            }
+        });
     let app = api::router(Arc::new(AppState {
         engine: engine.clone(),
         token_hash,
@@ -114,8 +134,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
             tracing::error!("HTTP server failed: {e}");
         }
     });
+    let sip_addr = engine.sip().map(|u| u.local_addr());
     Ok(Running {
         addr,
+        sip_addr,
         engine,
         generated_token,
         stop,
@@ -127,6 +149,9 @@ impl Running {
     /// Ends live calls (reason `shutdown`), then stops the HTTP server.
     pub async fn stop(self) {
         self.engine.shutdown(Duration::from_secs(10)).await;
+        if let Some(ua) = self.engine.sip() {
+            ua.shutdown();
+        }
         let _ = self.stop.send(());
         let _ = self.http.await;
     }

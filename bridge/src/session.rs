@@ -91,7 +91,9 @@ pub struct CallSession {
     playout: Playout,
     tones: Option<ToneSequencer>,
     pending_digits: String,
-    hangup_drain: Option<u32>,
+    /// A pending `session.hangup`: ticks left, and the queue position of its
+    /// last sample (audio sent after the hangup is never played).
+    hangup_drain: Option<(u32, u64)>,
     held: Vec<(ErrorCode, String)>,
     scratch: Vec<u8>,
     pcm: [u8; FRAME_BYTES],
@@ -209,15 +211,15 @@ impl CallSession {
 
         // A pending hangup goes once everything queued has been handed to the
         // phone (on an earlier tick), so the goodbye's last frame is heard too.
-        if let Some(left) = self.hangup_drain {
-            let drained = self.playout.queued_samples() == 0 && self.tones.is_none();
+        if let Some((left, until)) = self.hangup_drain {
+            let drained = self.playout.played_total() >= until && self.tones.is_none();
             if drained || left == 0 {
                 self.hangup_drain = None;
                 self.actions.push_back(Action::Hangup);
                 phone_hears.fill(0);
                 return;
             }
-            self.hangup_drain = Some(left - 1);
+            self.hangup_drain = Some((left - 1, until));
         }
 
         if let Some(t) = self.tones.as_mut() {
@@ -299,10 +301,7 @@ impl CallSession {
             }
             Command::Dtmf { digits } => {
                 if self.cfg.inband_dtmf {
-                    self.pending_digits.push_str(&digits);
-                    if self.tones.is_none() {
-                        self.start_next_tones();
-                    }
+                    self.play_dtmf_tones(&digits);
                 } else {
                     self.actions.extend(digits.chars().map(Action::Dtmf));
                 }
@@ -311,7 +310,8 @@ impl CallSession {
                 if immediate {
                     self.actions.push_back(Action::Hangup);
                 } else if self.hangup_drain.is_none() {
-                    self.hangup_drain = Some(self.cfg.hangup_drain_ticks);
+                    let until = self.playout.enqueued_total();
+                    self.hangup_drain = Some((self.cfg.hangup_drain_ticks, until));
                 }
             }
             Command::Transfer { .. }
@@ -323,6 +323,15 @@ impl CallSession {
                     "transfers are not supported by this bridge yet; the call goes on".into(),
                 );
             }
+        }
+    }
+
+    /// Plays keys as in-band tones in the phone's audio (for a phone side that
+    /// cannot take them out of band). Queued bot audio waits while they play.
+    pub fn play_dtmf_tones(&mut self, digits: &str) {
+        self.pending_digits.push_str(digits);
+        if self.tones.is_none() {
+            self.start_next_tones();
         }
     }
 
@@ -615,6 +624,22 @@ mod tests {
             "stop",
             "nothing after stop"
         );
+    }
+
+    #[test]
+    fn audio_sent_after_hangup_is_not_played() {
+        let mut h = Harness::new(SessionConfig::default());
+        h.bot(&delta(320, 11)); // 40 ms goodbye
+        h.bot(r#"{"type":"session.hangup"}"#);
+        h.bot(&delta(8000, 22)); // an echo bot keeps talking
+        let mut ticks = 0;
+        while h.s.poll_action() != Some(Action::Hangup) {
+            h.tick();
+            ticks += 1;
+            assert!(ticks < 100);
+        }
+        assert_eq!(ticks, 3, "hang up right after the goodbye");
+        assert!(h.heard.iter().all(|f| f.iter().all(|&s| s != 22)));
     }
 
     #[test]

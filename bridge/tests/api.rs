@@ -242,6 +242,7 @@ async fn generated_token_is_stored_hashed_and_works_after_restart() {
         http: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
         api_token: None,
+        sip: None,
         config: test_config(),
     };
     let first = bridge::server::start(opts.clone()).await.unwrap();

@@ -22,6 +22,16 @@ use bridge::server::{self, Options, Running};
 
 pub const TOKEN: &str = "test-token-123";
 
+/// Bridge logs in test output when `RUST_LOG` is set (e.g. `RUST_LOG=bridge=debug`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Test config: short ring timeout so `no-answer` comes quickly.
 pub fn test_config() -> Config {
     Config::parse(
@@ -45,10 +55,12 @@ pub async fn start_bridge(dir: &Path) -> Running {
 }
 
 pub async fn start_bridge_with(dir: &Path, config: Config) -> Running {
+    init_logs();
     server::start(Options {
         http: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         api_token: Some(TOKEN.into()),
+        sip: None,
         config,
     })
     .await

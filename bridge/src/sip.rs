@@ -1,0 +1,937 @@
+//! The SIP user agent: UDP and TCP transports (rsipstack), outbound INVITEs to
+//! trunks and registered extensions, inbound INVITEs to our DIDs, and a
+//! registrar with digest authentication.
+//!
+//! Signalling runs in one small task per call; media does not: a [`SipLeg`]
+//! owns the call's RTP socket and is driven by the engine's 20 ms clock like
+//! every other [`PhoneLeg`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use codecs::pcm::Frame;
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+use rsipstack::sip::{self as rsip, Header, Method, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, TransportLayer};
+use rsipstack::EndpointBuilder;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::carrier::{LegEvent, PhoneLeg};
+use crate::config::{ExtensionConfig, SipConfig, TrunkConfig};
+use crate::jitter::JitterConfig;
+use crate::rtpstream::{Outbox, RtpStream, RxOutcome};
+use crate::sdp;
+
+/// A pool of RTP ports; a port goes back when its guard drops.
+pub struct PortPool {
+    free: Mutex<std::collections::VecDeque<u16>>,
+    ip: IpAddr,
+}
+
+/// A bound RTP socket holding its port.
+pub struct RtpPort {
+    /// The socket (non-blocking).
+    pub socket: UdpSocket,
+    /// Its port.
+    pub port: u16,
+    pool: Arc<PortPool>,
+}
+
+impl Drop for RtpPort {
+    fn drop(&mut self) {
+        self.pool
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(self.port);
+    }
+}
+
+impl PortPool {
+    /// Even ports from `min` to `max` on `ip`.
+    pub fn new(ip: IpAddr, min: u16, max: u16) -> Arc<PortPool> {
+        let first = min + (min & 1);
+        Arc::new(PortPool {
+            free: Mutex::new((first..=max).step_by(2).collect()),
+            ip,
+        })
+    }
+
+    /// Binds the next free port; `None` when every port is taken.
+    pub fn take(self: &Arc<Self>) -> Option<RtpPort> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..free.len() {
+            let port = free.pop_front()?;
+            match UdpSocket::bind(SocketAddr::new(self.ip, port)) {
+                Ok(socket) if socket.set_nonblocking(true).is_ok() => {
+                    return Some(RtpPort {
+                        socket,
+                        port,
+                        pool: self.clone(),
+                    })
+                }
+                _ => {
+                    tracing::warn!(port, "RTP port busy, skipped");
+                    free.push_back(port);
+                }
+            }
+        }
+        None
+    }
+
+    /// Ports not in use.
+    pub fn available(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// What the signalling task tells the leg.
+enum Signal {
+    Leg(LegEvent),
+    Media(sdp::Negotiated),
+}
+
+/// What the leg asks of the signalling task.
+#[derive(Debug)]
+enum Control {
+    Answer,
+    Hangup,
+}
+
+/// A SIP call's phone side: RTP media on the engine's clock, signalling via
+/// its task.
+pub struct SipLeg {
+    rtp: RtpPort,
+    stream: Option<RtpStream>,
+    jitter: JitterConfig,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    control: mpsc::UnboundedSender<Control>,
+    pending: std::collections::VecDeque<LegEvent>,
+    outbox: Outbox,
+    buf: Vec<u8>,
+    epoch: Instant,
+    last_warning: Option<Instant>,
+    ended: bool,
+}
+
+impl SipLeg {
+    fn new(
+        rtp: RtpPort,
+        jitter: JitterConfig,
+        signals: mpsc::UnboundedReceiver<Signal>,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> SipLeg {
+        SipLeg {
+            rtp,
+            stream: None,
+            jitter,
+            signals,
+            control,
+            pending: Default::default(),
+            outbox: Outbox::default(),
+            buf: vec![0; 2048],
+            epoch: Instant::now(),
+            last_warning: None,
+            ended: false,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        // Garbage can arrive at packet rate: say so at most once a second.
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(port = self.rtp.port, "{what}");
+        }
+    }
+
+    fn start_media(&mut self, neg: sdp::Negotiated) {
+        if self.stream.is_some() {
+            return;
+        }
+        tracing::info!(remote = %neg.remote, law = ?neg.law, te = ?neg.telephone_event, "RTP media starts");
+        self.stream = Some(RtpStream::new(
+            neg,
+            rand::random(),
+            rand::random(),
+            rand::random(),
+            self.jitter,
+        ));
+    }
+
+    fn drain_signals(&mut self) {
+        while let Ok(s) = self.signals.try_recv() {
+            match s {
+                Signal::Media(neg) => self.start_media(neg),
+                Signal::Leg(ev) => self.pending.push_back(ev),
+            }
+        }
+    }
+
+    fn receive(&mut self) {
+        let now = self.now_ms();
+        loop {
+            let (n, from) = match self.rtp.socket.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.warn(format_args!("RTP receive error: {e}"));
+                    break;
+                }
+            };
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            match stream.on_datagram(from, &self.buf[..n], now) {
+                RxOutcome::Dtmf(digit, duration_ms) => self
+                    .pending
+                    .push_back(LegEvent::Dtmf { digit, duration_ms }),
+                RxOutcome::Malformed(why) => self.warn(format_args!(
+                    "ignored a malformed RTP packet from {from}: {why}"
+                )),
+                RxOutcome::UnexpectedSource(src) => self.warn(format_args!(
+                    "ignored RTP from unexpected source {src} (media comes from {})",
+                    stream_remote(&self.stream)
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn stream_remote(s: &Option<RtpStream>) -> String {
+    s.as_ref()
+        .map(|s| s.remote().to_string())
+        .unwrap_or_default()
+}
+
+impl PhoneLeg for SipLeg {
+    fn tick(&mut self, heard: &Frame, said: &mut Frame) {
+        self.drain_signals();
+        self.receive();
+        let now = self.now_ms();
+        match self.stream.as_mut() {
+            Some(stream) if !self.ended => {
+                // A key whose end packets were all lost still counts, once.
+                if let Some((digit, duration_ms)) = stream.poll_dtmf(now) {
+                    self.pending.push_back(LegEvent::Dtmf { digit, duration_ms });
+                }
+                stream.tick(now, heard, said, &mut self.outbox);
+                for (to, pkt) in self.outbox.packets() {
+                    if let Err(e) = self.rtp.socket.send_to(pkt, *to) {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!("RTP send to {to}: {e}");
+                        }
+                    }
+                }
+            }
+            _ => said.fill(0),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<LegEvent> {
+        if self.pending.is_empty() {
+            self.drain_signals();
+        }
+        self.pending.pop_front()
+    }
+
+    fn takes_out_of_band_dtmf(&self) -> bool {
+        true
+    }
+
+    fn send_dtmf(&mut self, digit: char) -> bool {
+        self.stream.as_mut().is_some_and(|s| s.send_dtmf(digit))
+    }
+
+    fn answer(&mut self) {
+        let _ = self.control.send(Control::Answer);
+    }
+
+    fn hangup(&mut self) {
+        self.ended = true;
+        let _ = self.control.send(Control::Hangup);
+    }
+
+    fn report(&self) -> Option<serde_json::Value> {
+        let s = self.stream.as_ref()?.stats();
+        Some(serde_json::json!({ "rtp": format!("{s:?}") }))
+    }
+}
+
+/// A registered contact of an extension.
+#[derive(Debug, Clone)]
+struct Binding {
+    contact: rsip::Uri,
+    expires: Instant,
+}
+
+/// Why a call could not be placed over SIP.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Every RTP port is in use.
+    #[error("no free RTP port")]
+    NoPort,
+    /// The extension has no registered contact.
+    #[error("extension {0} is not registered")]
+    NotRegistered(String),
+    /// A URI could not be built.
+    #[error("bad SIP address: {0}")]
+    BadUri(String),
+}
+
+/// The running SIP user agent.
+pub struct SipUa {
+    cfg: SipConfig,
+    dialogs: Arc<DialogLayer>,
+    listen: SocketAddr,
+    public_ip: IpAddr,
+    ports: Arc<PortPool>,
+    bindings: Mutex<HashMap<String, Vec<Binding>>>,
+    nonces: Mutex<HashMap<String, Instant>>,
+    cancel: CancellationToken,
+}
+
+/// An inbound call, handed to the engine once its INVITE is acceptable.
+pub struct InboundCall {
+    /// The caller (user part of From).
+    pub from: String,
+    /// The DID called (user part of To / request URI).
+    pub to: String,
+    /// The SIP Call-ID.
+    pub sip_call_id: String,
+    /// The phone side, ringing; `answer()` sends 200 OK.
+    pub leg: Box<dyn PhoneLeg>,
+}
+
+/// Where inbound calls go.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// Whether `did` is one of ours (else the INVITE gets 404).
+    fn knows_did(&self, did: &str) -> bool;
+    /// Takes the call.
+    fn accept(&self, call: InboundCall);
+}
+
+fn user_of(uri: &rsip::Uri) -> String {
+    uri.auth
+        .as_ref()
+        .map(|a| a.user.clone())
+        .unwrap_or_default()
+}
+
+impl SipUa {
+    /// Binds UDP and TCP on `listen` and starts serving. Returns the agent and
+    /// its incoming transactions, to be handed to [`SipUa::serve_incoming`].
+    pub async fn start(
+        cfg: SipConfig,
+        listen: SocketAddr,
+    ) -> anyhow::Result<(Arc<SipUa>, TransactionReceiver)> {
+        let cancel = CancellationToken::new();
+        let transport = TransportLayer::new(cancel.child_token());
+        let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIP on udp {listen}: {e}"))?;
+        let listen = udp.get_addr().get_socketaddr()?;
+        transport.add_transport(udp.into());
+        let tcp = TcpListenerConnection::new(listen, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIP on tcp {listen}: {e}"))?;
+        transport.add_transport(tcp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_cancel_token(cancel.child_token())
+            .with_transport_layer(transport)
+            .with_user_agent("bridge")
+            .build();
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| anyhow::anyhow!("SIP endpoint: {e}"))?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let public_ip = cfg.public_ip.unwrap_or(listen.ip());
+        let ports = PortPool::new(listen.ip(), cfg.rtp_port_min, cfg.rtp_port_max);
+        tokio::spawn(async move {
+            endpoint.serve().await;
+        });
+        tracing::info!("SIP on udp and tcp {listen}");
+        Ok((
+            Arc::new(SipUa {
+                cfg,
+                dialogs,
+                listen,
+                public_ip,
+                ports,
+                bindings: Mutex::new(HashMap::new()),
+                nonces: Mutex::new(HashMap::new()),
+                cancel,
+            }),
+            incoming,
+        ))
+    }
+
+    /// The SIP listen address (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Free RTP ports.
+    pub fn free_rtp_ports(&self) -> usize {
+        self.ports.available()
+    }
+
+    /// Stops the transports.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    fn jitter(&self) -> JitterConfig {
+        JitterConfig {
+            initial_delay_ms: self.cfg.jitter_ms,
+            ..JitterConfig::default()
+        }
+    }
+
+    fn contact(&self, user: &str) -> Result<rsip::Uri, DialError> {
+        let s = format!(
+            "sip:{user}@{}",
+            SocketAddr::new(self.public_ip, self.listen.port())
+        );
+        rsip::Uri::try_from(s.as_str()).map_err(|e| DialError::BadUri(format!("{s}: {e}")))
+    }
+
+    /// Looks up an extension's config.
+    pub fn extension(&self, number: &str) -> Option<&ExtensionConfig> {
+        self.cfg.extensions.iter().find(|e| e.number == number)
+    }
+
+    /// A trunk by name.
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.cfg.trunks.iter().find(|t| t.name == name)
+    }
+
+    /// Places a call to `to` through `trunk`, presenting `from`.
+    pub fn dial_trunk(
+        self: &Arc<Self>,
+        trunk: &TrunkConfig,
+        to: &str,
+        from: &str,
+    ) -> Result<Box<dyn PhoneLeg>, DialError> {
+        let transport = if trunk.transport == "tcp" {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let callee = format!("sip:{to}@{}:{}{transport}", trunk.host, trunk.port);
+        let domain = trunk.from_domain.clone().unwrap_or(trunk.host.clone());
+        let caller = format!("sip:{from}@{domain}");
+        let credential = trunk.username.as_ref().map(|u| Credential {
+            username: u.clone(),
+            password: trunk.password.clone().unwrap_or_default(),
+            realm: None,
+            auth_username: None,
+        });
+        let dest = SipAddr {
+            r#type: Some(if trunk.transport == "tcp" {
+                rsip::Transport::Tcp
+            } else {
+                rsip::Transport::Udp
+            }),
+            addr: rsip::HostWithPort::try_from(format!("{}:{}", trunk.host, trunk.port).as_str())
+                .map_err(|e| DialError::BadUri(e.to_string()))?,
+        };
+        self.invite(&callee, &caller, from, Some(dest), credential)
+    }
+
+    /// Rings the registered contacts of extension `number` (the first binding).
+    pub fn dial_extension(
+        self: &Arc<Self>,
+        number: &str,
+        from: &str,
+    ) -> Result<Box<dyn PhoneLeg>, DialError> {
+        let contact = {
+            let mut b = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let list = b.entry(number.to_string()).or_default();
+            list.retain(|x| x.expires > now);
+            list.first().map(|x| x.contact.clone())
+        }
+        .ok_or_else(|| DialError::NotRegistered(number.to_string()))?;
+        let caller = format!("sip:{from}@{}", self.public_ip);
+        self.invite(&contact.to_string(), &caller, from, None, None)
+    }
+
+    fn invite(
+        self: &Arc<Self>,
+        callee: &str,
+        caller: &str,
+        from_user: &str,
+        destination: Option<SipAddr>,
+        credential: Option<Credential>,
+    ) -> Result<Box<dyn PhoneLeg>, DialError> {
+        let rtp = self.ports.take().ok_or(DialError::NoPort)?;
+        let offer = sdp::offer(self.public_ip, rtp.port, rand::random::<u32>() as u64);
+        let opt = InviteOption {
+            caller: rsip::Uri::try_from(caller)
+                .map_err(|e| DialError::BadUri(format!("{caller}: {e}")))?,
+            callee: rsip::Uri::try_from(callee)
+                .map_err(|e| DialError::BadUri(format!("{callee}: {e}")))?,
+            destination,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            contact: self.contact(from_user)?,
+            credential,
+            ..Default::default()
+        };
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let leg = SipLeg::new(rtp, self.jitter(), sig_rx, ctl_tx);
+        let ua = self.clone();
+        tokio::spawn(async move { ua.run_outbound(opt, sig_tx, ctl_rx).await });
+        Ok(Box::new(leg))
+    }
+
+    async fn run_outbound(
+        self: Arc<Self>,
+        opt: InviteOption,
+        sig: mpsc::UnboundedSender<Signal>,
+        mut ctl: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
+        let callee = opt.callee.to_string();
+        let (dialog, mut invite) = match self.dialogs.do_invite_async(opt, state_tx) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sig.send(Signal::Leg(LegEvent::Failed {
+                    code: 500,
+                    reason: format!("cannot send INVITE to {callee}: {e}"),
+                }));
+                return;
+            }
+        };
+        let leg = |e: LegEvent| {
+            let _ = sig.send(Signal::Leg(e));
+        };
+        let mut answered = false;
+        let mut ringing = false;
+        let mut invite_done = false;
+        let mut hangup_sent = false;
+        loop {
+            tokio::select! {
+                st = states.recv() => match st {
+                    Some(DialogState::Early(_, resp)) => {
+                        if !ringing {
+                            ringing = true;
+                            leg(LegEvent::Ringing);
+                        }
+                        if let Some(neg) = media_of(&resp.body) {
+                            let _ = sig.send(Signal::Media(neg));
+                        }
+                    }
+                    Some(DialogState::Confirmed(_, resp)) => {
+                        if answered { continue; }
+                        answered = true;
+                        match media_of(&resp.body) {
+                            Some(neg) => {
+                                let _ = sig.send(Signal::Media(neg));
+                                leg(LegEvent::Answered);
+                            }
+                            None => {
+                                tracing::warn!("200 OK from {callee} has no usable SDP answer; hanging up");
+                                let _ = dialog.hangup().await;
+                                leg(LegEvent::Failed { code: 488, reason: "the answer had no usable SDP".into() });
+                            }
+                        }
+                    }
+                    Some(DialogState::Terminated(id, reason)) => {
+                        self.dialogs.remove_dialog(&id);
+                        if answered {
+                            leg(LegEvent::HungUp);
+                        } else if !invite_done {
+                            leg(final_of(&reason));
+                        }
+                        break;
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                r = &mut invite, if !invite_done => {
+                    invite_done = true;
+                    match r {
+                        Ok(Ok((_, Some(resp)))) => {
+                            let code = u16::from(resp.status_code.clone());
+                            if code >= 300 && !hangup_sent {
+                                leg(outcome_of(code, &resp.status_code.to_string()));
+                                break;
+                            }
+                        }
+                        Ok(Ok((_, None))) => {
+                            if !answered && !hangup_sent {
+                                leg(LegEvent::NoAnswer { code: 408 });
+                                break;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            if !hangup_sent {
+                                leg(LegEvent::Failed { code: 503, reason: format!("INVITE to {callee} failed: {e}") });
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            leg(LegEvent::Failed { code: 500, reason: format!("INVITE task failed: {e}") });
+                            break;
+                        }
+                    }
+                }
+                c = ctl.recv() => match c {
+                    Some(Control::Hangup) | None => {
+                        if !hangup_sent {
+                            hangup_sent = true;
+                            if let Err(e) = dialog.hangup().await {
+                                tracing::debug!("hangup of {callee}: {e}");
+                            }
+                            if answered || invite_done {
+                                break;
+                            }
+                        }
+                    }
+                    Some(Control::Answer) => {}
+                }
+            }
+        }
+    }
+
+    /// Handles incoming transactions until the agent stops.
+    pub async fn serve_incoming(
+        self: Arc<Self>,
+        mut incoming: TransactionReceiver,
+        handler: Arc<dyn InboundHandler>,
+    ) {
+        while let Some(mut tx) = incoming.recv().await {
+            let ua = self.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ua.on_transaction(&mut tx, handler).await {
+                    tracing::warn!(method = %tx.original.method, "SIP request failed: {e}");
+                }
+            });
+        }
+    }
+
+    async fn on_transaction(
+        self: Arc<Self>,
+        tx: &mut Transaction,
+        handler: Arc<dyn InboundHandler>,
+    ) -> anyhow::Result<()> {
+        let in_dialog = tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|h| h.tag().ok().flatten())
+            .is_some();
+        if in_dialog {
+            match self.dialogs.match_dialog(tx) {
+                Some(mut d) => d.handle(tx).await?,
+                None => tx.reply(StatusCode::CallTransactionDoesNotExist).await?,
+            }
+            return Ok(());
+        }
+        match tx.original.method {
+            Method::Invite => self.on_invite(tx, handler).await,
+            Method::Register => self.on_register(tx).await,
+            Method::Options => Ok(tx.reply(StatusCode::OK).await?),
+            Method::Ack => Ok(()),
+            _ => Ok(tx.reply(StatusCode::MethodNotAllowed).await?),
+        }
+    }
+
+    async fn on_invite(
+        self: Arc<Self>,
+        tx: &mut Transaction,
+        handler: Arc<dyn InboundHandler>,
+    ) -> anyhow::Result<()> {
+        let did = user_of(&tx.original.uri);
+        let from = tx
+            .original
+            .from_header()
+            .ok()
+            .and_then(|h| h.typed().ok())
+            .map(|f| user_of(&f.uri))
+            .unwrap_or_default();
+        let call_id = tx
+            .original
+            .call_id_header()
+            .map(|c| c.value().to_string())
+            .unwrap_or_default();
+        if !handler.knows_did(&did) {
+            tracing::warn!(%did, %from, "INVITE for a number that is not one of our DIDs: 404");
+            tx.reply(StatusCode::NotFound).await?;
+            return Ok(());
+        }
+        let offer = match std::str::from_utf8(&tx.original.body)
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+            .map(sdp::parse)
+        {
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                tracing::warn!(%did, %from, "INVITE with an SDP we cannot read ({e}): 400");
+                tx.reply(StatusCode::BadRequest).await?;
+                return Ok(());
+            }
+            None => {
+                tracing::warn!(%did, %from, "INVITE without an SDP offer: 488");
+                tx.reply(StatusCode::NotAcceptableHere).await?;
+                return Ok(());
+            }
+        };
+        let Some(rtp) = self.ports.take() else {
+            tracing::warn!(%did, %from, "no free RTP port: 503");
+            tx.reply(StatusCode::ServiceUnavailable).await?;
+            return Ok(());
+        };
+        let (answer, neg) = match sdp::answer(
+            &offer,
+            self.public_ip,
+            rtp.port,
+            rand::random::<u32>() as u64,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%did, %from, "no common codec ({e}): 488");
+                tx.reply(StatusCode::NotAcceptableHere).await?;
+                return Ok(());
+            }
+        };
+        let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
+        let dialog = match self.dialogs.get_or_create_server_invite(
+            tx,
+            state_tx,
+            None,
+            Some(self.contact(&did)?),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("cannot create a dialog for the INVITE: {e}");
+                tx.reply(StatusCode::ServerInternalError).await?;
+                return Ok(());
+            }
+        };
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        let (ctl_tx, mut ctl) = mpsc::unbounded_channel();
+        let _ = sig_tx.send(Signal::Media(neg));
+        let leg = SipLeg::new(rtp, self.jitter(), sig_rx, ctl_tx);
+        dialog.ringing(None, None).ok();
+        let _ = sig_tx.send(Signal::Leg(LegEvent::Ringing));
+        handler.accept(InboundCall {
+            from,
+            to: did,
+            sip_call_id: call_id,
+            leg: Box::new(leg),
+        });
+
+        let mut d2 = dialog.clone();
+        let ua = self.clone();
+        // The dialog's signalling for the rest of the call.
+        let control = async move {
+            let mut answered = false;
+            loop {
+                tokio::select! {
+                    c = ctl.recv() => match c {
+                        Some(Control::Answer) if !answered => {
+                            answered = true;
+                            let headers = vec![Header::ContentType("application/sdp".into())];
+                            if let Err(e) = dialog.accept(Some(headers), Some(answer.clone().into_bytes())) {
+                                tracing::warn!("cannot answer: {e}");
+                            }
+                            let _ = sig_tx.send(Signal::Leg(LegEvent::Answered));
+                        }
+                        Some(Control::Answer) => {}
+                        Some(Control::Hangup) | None => {
+                            if answered {
+                                let _ = dialog.hangup().await;
+                                let _ = dialog.bye().await;
+                            } else {
+                                let _ = dialog.reject(Some(StatusCode::TemporarilyUnavailable), None);
+                            }
+                            break;
+                        }
+                    },
+                    st = states.recv() => match st {
+                        Some(DialogState::Terminated(id, _)) => {
+                            ua.dialogs.remove_dialog(&id);
+                            let _ = sig_tx.send(Signal::Leg(LegEvent::HungUp));
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            }
+        };
+        tokio::spawn(control);
+        d2.handle(tx).await?;
+        Ok(())
+    }
+
+    async fn on_register(self: Arc<Self>, tx: &mut Transaction) -> anyhow::Result<()> {
+        let req = &tx.original;
+        let user = req
+            .to_header()
+            .ok()
+            .and_then(|h| h.typed().ok())
+            .map(|t| user_of(&t.uri))
+            .unwrap_or_default();
+        let Some(ext) = self.extension(&user).cloned() else {
+            tracing::warn!(%user, "REGISTER for an unknown extension: 404");
+            tx.reply(StatusCode::NotFound).await?;
+            return Ok(());
+        };
+        let auth = req.headers.iter().find_map(|h| match h {
+            Header::Authorization(a) => Some(a.clone()),
+            _ => None,
+        });
+        let Some(auth) = auth else {
+            return self.challenge(tx).await;
+        };
+        let raw = auth.value().to_string();
+        let typed = match rsip::typed::Authorization::parse(&raw) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%user, "unreadable Authorization header: {e}");
+                tx.reply(StatusCode::BadRequest).await?;
+                return Ok(());
+            }
+        };
+        let nonce_ok = {
+            let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            nonces.retain(|_, t| t.elapsed() < Duration::from_secs(300));
+            nonces.contains_key(&typed.nonce)
+        };
+        if !nonce_ok {
+            return self.challenge(tx).await;
+        }
+        if typed.username != ext.number
+            || typed.realm != self.cfg.realm
+            || !rsipstack::dialog::authenticate::verify_digest(
+                &typed,
+                &ext.password,
+                &Method::Register,
+                &raw,
+            )
+        {
+            tracing::warn!(%user, "REGISTER with wrong credentials: 403");
+            tx.reply(StatusCode::Forbidden).await?;
+            return Ok(());
+        }
+        let expires = req
+            .expires_header()
+            .and_then(|e| e.value().trim().parse::<u64>().ok())
+            .unwrap_or(3600)
+            .min(3600);
+        let contact = req
+            .contact_header()
+            .ok()
+            .and_then(|c| c.typed().ok())
+            .map(|c| c.uri);
+        {
+            let mut b = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+            let list = b.entry(ext.number.clone()).or_default();
+            if let Some(uri) = contact.clone() {
+                list.retain(|x| x.contact != uri);
+                if expires > 0 {
+                    list.push(Binding {
+                        contact: uri,
+                        expires: Instant::now() + Duration::from_secs(expires),
+                    });
+                }
+            }
+        }
+        tracing::info!(extension = %ext.number, ?contact, expires, "registered");
+        let mut headers = vec![Header::Expires(expires.to_string().into())];
+        if let Ok(c) = req.contact_header() {
+            headers.push(Header::Contact(c.clone()));
+        }
+        tx.reply_with(StatusCode::OK, headers, None).await?;
+        Ok(())
+    }
+
+    async fn challenge(&self, tx: &mut Transaction) -> anyhow::Result<()> {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        self.nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(nonce.clone(), Instant::now());
+        let value = format!(
+            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
+            self.cfg.realm
+        );
+        tx.reply_with(
+            StatusCode::Unauthorized,
+            vec![Header::WwwAuthenticate(value.into())],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// True if the extension has a live registration.
+    pub fn is_registered(&self, number: &str) -> bool {
+        let b = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        b.get(number)
+            .is_some_and(|l| l.iter().any(|x| x.expires > Instant::now()))
+    }
+}
+
+fn media_of(body: &[u8]) -> Option<sdp::Negotiated> {
+    let text = std::str::from_utf8(body).ok()?;
+    if text.trim().is_empty() {
+        return None;
+    }
+    let parsed = sdp::parse(text).ok()?;
+    sdp::negotiated_from_answer(&parsed).ok()
+}
+
+fn outcome_of(code: u16, text: &str) -> LegEvent {
+    match code {
+        486 | 600 => LegEvent::Busy,
+        408 | 480 | 487 => LegEvent::NoAnswer { code },
+        _ => LegEvent::Failed {
+            code,
+            reason: format!("far end answered {text}"),
+        },
+    }
+}
+
+fn final_of(reason: &TerminatedReason) -> LegEvent {
+    match reason {
+        TerminatedReason::UasBusy => LegEvent::Busy,
+        TerminatedReason::UasDecline => LegEvent::Failed {
+            code: 603,
+            reason: "declined".into(),
+        },
+        TerminatedReason::Timeout => LegEvent::NoAnswer { code: 408 },
+        TerminatedReason::UasOther(c) | TerminatedReason::ProxyError(c) => {
+            outcome_of(u16::from(c.clone()), &c.to_string())
+        }
+        other => LegEvent::Failed {
+            code: 500,
+            reason: format!("{other:?}"),
+        },
+    }
+}
