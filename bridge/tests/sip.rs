@@ -1,8 +1,8 @@
 //! SIP and RTP against real peers on loopback: SIPp (`sip-tester`) as a caller,
 //! as a trunk and as a registering extension.
 //!
-//! These tests need `sipp` on the PATH (`.ci/run` installs it); without it they
-//! print why and pass nothing: they are skipped, not faked.
+//! These tests need `sipp` on the PATH (`.ci/run` installs it). Without it they
+//! print SKIPPED locally, and fail when `CI` is set.
 
 mod common;
 
@@ -24,6 +24,11 @@ fn sipp_available() -> bool {
         .status()
         .is_ok();
     if !ok {
+        // CI installs SIPp (.ci/run); there a missing sipp is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sipp is not installed but CI is set: .ci/run must install sip-tester"
+        );
         eprintln!("SKIPPED: sipp is not installed (apt-get install sip-tester)");
     }
     ok
