@@ -589,6 +589,13 @@ impl Engine {
             }
         };
         self.set_state(id, CallState::Ringing);
+        if let Some(ext) = &did.extension {
+            let shutdown = self.shutdown.subscribe();
+            self.connect_extension(id, call_sid, ext, &call.from, leg, shutdown)
+                .instrument(span)
+                .await;
+            return;
+        }
         let target = match (&did.bot_url, &did.config_api) {
             (Some(url), _) => Ok(BotTarget {
                 url: url.clone(),
@@ -601,8 +608,8 @@ impl Engine {
                     .await
             }
             (None, None) => Err((
-                "not_supported",
-                format!("DID {} routes to extension {:?}: bridging a caller to an extension is not supported yet", did.number, did.extension),
+                "no_target",
+                format!("DID {} names no bot, CONFIG_API or extension", did.number),
             )),
         };
         let target = match target {
@@ -629,6 +636,154 @@ impl Engine {
         };
         let shutdown = self.shutdown.subscribe();
         self.run_call(setup, leg, shutdown).instrument(span).await;
+    }
+
+    /// Rings an extension for an inbound caller and, once it answers, carries
+    /// audio and keys between the two legs on one clock (no bot involved).
+    async fn connect_extension(
+        &self,
+        id: i64,
+        call_sid: String,
+        ext: &str,
+        from: &str,
+        mut caller: Box<dyn PhoneLeg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut callee = match self.sip.get().map(|ua| ua.dial_extension(ext, from)) {
+            Some(Ok(leg)) => leg,
+            Some(Err(e)) => {
+                tracing::warn!("{e}");
+                caller.hangup();
+                let mut end = End::new(CallState::Failed, "extension_unavailable", None);
+                end.sip_code = Some(480);
+                end.leg_done = true;
+                self.conclude(id, end, None, String::new(), None);
+                return;
+            }
+            None => {
+                caller.hangup();
+                self.conclude(
+                    id,
+                    End::new(CallState::Failed, "no_route", None),
+                    None,
+                    String::new(),
+                    None,
+                );
+                return;
+            }
+        };
+        tracing::info!(extension = ext, "ringing extension");
+        let mut clock = tokio::time::interval(Duration::from_millis(20));
+        clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let ring_limit = self.cfg.calls.ring_timeout_secs * 50;
+        let max_ticks = self.cfg.calls.max_duration_secs * 50;
+        let (mut a_said, mut b_said): (Frame, Frame) = ([0; FRAME_SAMPLES], [0; FRAME_SAMPLES]);
+        let (mut a_heard, mut b_heard): (Frame, Frame) = ([0; FRAME_SAMPLES], [0; FRAME_SAMPLES]);
+        let mut ticks = 0u32;
+        let mut answered_at: Option<u32> = None;
+        let mut recorder: Option<Recorder> = None;
+        let mut dtmf_input = String::new();
+        let end = 'call: loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => {
+                    let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
+                    break 'call End::new(state, "shutdown", None);
+                }
+                _ = clock.tick() => {}
+            }
+            ticks += 1;
+            caller.tick(&a_heard, &mut a_said);
+            callee.tick(&b_heard, &mut b_said);
+            if answered_at.is_some() {
+                a_heard = b_said;
+                b_heard = a_said;
+                if let Some(rec) = recorder.as_mut() {
+                    if rec.write(&a_said, &b_said).is_err() {
+                        recorder = None;
+                    }
+                }
+            }
+            while let Some(ev) = caller.poll_event() {
+                match ev {
+                    LegEvent::HungUp => {
+                        callee.hangup();
+                        let (state, reason) = if answered_at.is_some() {
+                            (CallState::Completed, "callended")
+                        } else {
+                            (CallState::Canceled, "caller_canceled")
+                        };
+                        let mut e = End::new(state, reason, None);
+                        e.leg_done = true;
+                        break 'call e;
+                    }
+                    LegEvent::Dtmf { digit, .. } => {
+                        dtmf_input.push(digit);
+                        callee.send_dtmf(digit);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(ev) = callee.poll_event() {
+                let mut fail = |state, reason: &str, code: Option<u16>| {
+                    caller.hangup();
+                    let mut e = End::new(state, reason, None);
+                    e.sip_code = code;
+                    e.leg_done = true;
+                    e
+                };
+                match ev {
+                    LegEvent::Answered => {
+                        answered_at = Some(ticks);
+                        caller.answer();
+                        self.set_state(id, CallState::InProgress);
+                        let path = self.recordings.join(format!("{call_sid}.wav"));
+                        recorder = Recorder::create(&path).ok();
+                    }
+                    LegEvent::Busy => break 'call fail(CallState::Busy, "busy", Some(486)),
+                    LegEvent::NoAnswer { code } => {
+                        break 'call fail(CallState::NoAnswer, "no-answer", Some(code))
+                    }
+                    LegEvent::Failed { code, .. } => {
+                        break 'call fail(CallState::Failed, "failed", Some(code))
+                    }
+                    LegEvent::HungUp => {
+                        let state = if answered_at.is_some() {
+                            CallState::Completed
+                        } else {
+                            CallState::Failed
+                        };
+                        break 'call fail(state, "extension_hangup", None);
+                    }
+                    LegEvent::Dtmf { digit, .. } => {
+                        caller.send_dtmf(digit);
+                    }
+                    LegEvent::Ringing => {}
+                }
+            }
+            match answered_at {
+                None if ticks >= ring_limit => {
+                    callee.hangup();
+                    caller.hangup();
+                    let mut e = End::new(CallState::NoAnswer, "no-answer", None);
+                    e.sip_code = Some(408);
+                    e.leg_done = true;
+                    break 'call e;
+                }
+                Some(at) if ticks - at >= max_ticks => {
+                    break 'call End::new(CallState::Completed, "max_duration", None);
+                }
+                _ => {}
+            }
+        };
+        if !end.leg_done {
+            caller.hangup();
+            callee.hangup();
+        }
+        let recording = recorder
+            .and_then(|r| r.finish().ok())
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        self.conclude(id, end, recording, dtmf_input, callee.report());
     }
 
     /// Asks a DID's CONFIG_API which bot takes the call.

@@ -559,3 +559,74 @@ async fn bad_input_is_refused_without_harm() {
     assert_eq!(digits, 3, "the good call's digits all arrived");
     bridge.stop().await;
 }
+
+/// A DID routed to an extension: the caller (SIPp) rings the registered
+/// extension (another SIPp, echoing media), they talk, the caller's BYE ends
+/// both legs, and the keys pressed are in the call log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn did_rings_a_registered_extension() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[sip.extensions]]\nnumber = \"202\"\npassword = \"pw202\"\n\n\
+                [[dids]]\nnumber = \"+15550004000\"\nextension = \"202\"\n";
+    let bridge = start_sip_bridge(dir.path(), toml).await;
+    let sip = bridge.sip_addr.unwrap();
+    let phone_port = free_port();
+    let phone = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
+    let reg = Sipp::start(
+        "register.xml",
+        Some(sip),
+        free_port(),
+        &[
+            "-s",
+            "202",
+            "-au",
+            "202",
+            "-ap",
+            "pw202",
+            "-set",
+            "contact_port",
+            &phone_port.to_string(),
+        ],
+    );
+    let (code, errors) = reg.finish(15 * SEC).await;
+    assert_eq!(code, 0, "the extension registered: {errors}");
+
+    let caller = Sipp::start(
+        "uac_pcap_dtmf.xml",
+        Some(sip),
+        free_port(),
+        &["-s", "+15550004000"],
+    );
+    let (code, errors) = caller.finish(40 * SEC).await;
+    assert_eq!(
+        code, 0,
+        "the caller was answered by the extension and hung up: {errors}"
+    );
+    let (code, errors) = phone.finish(15 * SEC).await;
+    assert_eq!(
+        code, 0,
+        "the extension rang, answered and got the BYE: {errors}"
+    );
+    let log = wait_log(bridge.addr, 1).await;
+    assert_eq!(log[0]["call_type"], "inbound");
+    assert_eq!(log[0]["call_state"], "completed", "{:?}", log[0]);
+    assert_eq!(log[0]["end_reason"], "callended");
+    assert_eq!(log[0]["dtmf_input"], "123");
+    // The recording has the caller's speech and, from the extension's echo, the
+    // same speech coming back.
+    let pcm = recording(bridge.addr, &log[0]).await;
+    let loud = |ch: Vec<i16>| {
+        ch.chunks(160)
+            .filter(|f| codecs::pcm::rms(f) > 300.0)
+            .count()
+    };
+    assert!(loud(pcm.channel(0)) > 50, "the caller spoke");
+    assert!(
+        loud(pcm.channel(1)) > 50,
+        "the caller heard the extension (its echo)"
+    );
+    bridge.stop().await;
+}
