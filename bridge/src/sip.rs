@@ -232,7 +232,8 @@ impl PhoneLeg for SipLeg {
             Some(stream) if !self.ended => {
                 // A key whose end packets were all lost still counts, once.
                 if let Some((digit, duration_ms)) = stream.poll_dtmf(now) {
-                    self.pending.push_back(LegEvent::Dtmf { digit, duration_ms });
+                    self.pending
+                        .push_back(LegEvent::Dtmf { digit, duration_ms });
                 }
                 stream.tick(now, heard, said, &mut self.outbox);
                 for (to, pkt) in self.outbox.packets() {
