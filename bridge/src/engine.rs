@@ -114,6 +114,20 @@ impl End {
             leg_done: false,
         }
     }
+
+    /// An end the phone side brought about itself (nothing to hang up).
+    fn by_leg(
+        state: CallState,
+        reason: &str,
+        stop: Option<StopReason>,
+        sip_code: Option<u16>,
+    ) -> End {
+        End {
+            sip_code,
+            leg_done: true,
+            ..End::new(state, reason, stop)
+        }
+    }
 }
 
 impl Engine {
@@ -254,10 +268,7 @@ impl Engine {
             Err((code, reason, why)) => {
                 let _enter = span.enter();
                 tracing::warn!("{why}");
-                let mut end = End::new(CallState::Failed, reason, None);
-                end.sip_code = Some(code);
-                end.leg_done = true;
-                self.conclude(id, end, None, String::new(), None);
+                self.fail_early(id, reason, Some(code));
                 return;
             }
         };
@@ -456,33 +467,20 @@ impl Engine {
                                 }
                             }
                             LegEvent::Busy => {
-                                let mut e = End::new(CallState::Busy, "busy", Some(StopReason::Busy));
-                                e.sip_code = Some(486);
-                                e.leg_done = true;
-                                ended = Some(e);
+                                ended = Some(End::by_leg(CallState::Busy, "busy", Some(StopReason::Busy), Some(486)));
                             }
                             LegEvent::NoAnswer { code } => {
-                                let mut e = End::new(CallState::NoAnswer, "no-answer", Some(StopReason::NoAnswer));
-                                e.sip_code = Some(code);
-                                e.leg_done = true;
-                                ended = Some(e);
+                                ended = Some(End::by_leg(CallState::NoAnswer, "no-answer", Some(StopReason::NoAnswer), Some(code)));
                             }
                             LegEvent::HungUp if answered_at.is_none() => {
-                                let mut e = End::new(CallState::Canceled, "caller_canceled", Some(StopReason::CallEnded));
-                                e.leg_done = true;
-                                ended = Some(e);
+                                ended = Some(End::by_leg(CallState::Canceled, "caller_canceled", Some(StopReason::CallEnded), None));
                             }
                             LegEvent::Failed { code, reason } => {
                                 tracing::warn!(code, "call failed: {reason}");
-                                let mut e = End::new(CallState::Failed, "failed", Some(StopReason::Failed));
-                                e.sip_code = Some(code);
-                                e.leg_done = true;
-                                ended = Some(e);
+                                ended = Some(End::by_leg(CallState::Failed, "failed", Some(StopReason::Failed), Some(code)));
                             }
                             LegEvent::HungUp => {
-                                let mut e = End::new(CallState::Completed, "callended", Some(StopReason::CallEnded));
-                                e.leg_done = true;
-                                ended = Some(e);
+                                ended = Some(End::by_leg(CallState::Completed, "callended", Some(StopReason::CallEnded), None));
                             }
                             LegEvent::Dtmf { digit, duration_ms } => {
                                 dtmf_input.push(digit);
@@ -618,10 +616,7 @@ impl Engine {
                 let _enter = span.enter();
                 tracing::warn!("inbound call to {} refused: {why}", call.to);
                 leg.hangup();
-                let mut end = End::new(CallState::Failed, reason, None);
-                end.sip_code = Some(480);
-                end.leg_done = true;
-                self.conclude(id, end, None, String::new(), None);
+                self.fail_early(id, reason, Some(480));
                 return;
             }
         };
@@ -654,21 +649,12 @@ impl Engine {
             Some(Err(e)) => {
                 tracing::warn!("{e}");
                 caller.hangup();
-                let mut end = End::new(CallState::Failed, "extension_unavailable", None);
-                end.sip_code = Some(480);
-                end.leg_done = true;
-                self.conclude(id, end, None, String::new(), None);
+                self.fail_early(id, "extension_unavailable", Some(480));
                 return;
             }
             None => {
                 caller.hangup();
-                self.conclude(
-                    id,
-                    End::new(CallState::Failed, "no_route", None),
-                    None,
-                    String::new(),
-                    None,
-                );
+                self.fail_early(id, "no_route", None);
                 return;
             }
         };
@@ -713,9 +699,7 @@ impl Engine {
                         } else {
                             (CallState::Canceled, "caller_canceled")
                         };
-                        let mut e = End::new(state, reason, None);
-                        e.leg_done = true;
-                        break 'call e;
+                        break 'call End::by_leg(state, reason, None, None);
                     }
                     LegEvent::Dtmf { digit, .. } => {
                         dtmf_input.push(digit);
@@ -727,10 +711,7 @@ impl Engine {
             while let Some(ev) = callee.poll_event() {
                 let mut fail = |state, reason: &str, code: Option<u16>| {
                     caller.hangup();
-                    let mut e = End::new(state, reason, None);
-                    e.sip_code = code;
-                    e.leg_done = true;
-                    e
+                    End::by_leg(state, reason, None, code)
                 };
                 match ev {
                     LegEvent::Answered => {
@@ -765,10 +746,7 @@ impl Engine {
                 None if ticks >= ring_limit => {
                     callee.hangup();
                     caller.hangup();
-                    let mut e = End::new(CallState::NoAnswer, "no-answer", None);
-                    e.sip_code = Some(408);
-                    e.leg_done = true;
-                    break 'call e;
+                    break 'call End::by_leg(CallState::NoAnswer, "no-answer", None, Some(408));
                 }
                 Some(at) if ticks - at >= max_ticks => {
                     break 'call End::new(CallState::Completed, "max_duration", None);
@@ -929,6 +907,12 @@ impl Engine {
         // oversized message gets an `error` event instead of a dropped socket.
         let max = (self.cfg.bot.max_message_bytes * 4).max(16 << 20);
         tokio::spawn(async move { botlink::connect(&url, &headers, tls, timeout, max).await })
+    }
+
+    /// Records a call that ended before its clock started.
+    fn fail_early(&self, id: i64, reason: &str, sip_code: Option<u16>) {
+        let end = End::by_leg(CallState::Failed, reason, None, sip_code);
+        self.conclude(id, end, None, String::new(), None);
     }
 
     fn conclude(
