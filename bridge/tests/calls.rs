@@ -97,25 +97,34 @@ async fn echo_bot_call_is_recorded_both_ways() {
     assert_eq!(status, 401, "no recording without the token");
     let caller = pcm.channel(0);
     let heard = pcm.channel(1);
-    // The first 1.5 s of the phone's speech.
+    // Cut the phone's speech into 250 ms windows and look for each one in what
+    // the phone heard. A loaded machine can delay a few echoed frames (the
+    // playout queue then fills a gap with silence), so each window is checked
+    // on its own rather than one long stretch.
     let first = caller
         .iter()
         .position(|&s| s.unsigned_abs() > 500)
         .expect("the phone spoke");
-    let needle = &caller[first..first + 12_000];
-    let (lag, corr) = find_delay(&heard[first..], needle, 4000);
-    println!(
-        "echo found {:.1} ms after the phone's speech, correlation {corr:.3}",
-        lag as f64 / 8.0
-    );
+    let mut found = 0;
+    let mut tried = 0;
+    let mut lags = vec![];
+    for start in (first..first + 20_000).step_by(2000) {
+        let window = &caller[start..start + 2000];
+        if codecs::pcm::rms(window) < 300.0 {
+            continue; // a pause between words says nothing
+        }
+        tried += 1;
+        let (lag, corr) = find_delay(&heard[start..], window, 1600);
+        if corr > 0.9 {
+            found += 1;
+            lags.push(lag as f64 / 8.0);
+        }
+    }
+    println!("echo: {found} of {tried} speech windows found, delays {lags:?} ms");
+    assert!(tried >= 5, "enough speech to check ({tried} windows)");
     assert!(
-        corr > 0.9,
-        "the echo of the phone's speech is in the recording (correlation {corr:.3})"
-    );
-    assert!(
-        lag < 1600,
-        "echo delay {} ms is under 200 ms",
-        lag as f64 / 8.0
+        found * 10 >= tried * 8,
+        "the phone's speech is in the recording, echoed back less than 200 ms later: {found} of {tried} windows"
     );
     bridge.stop().await;
 }
