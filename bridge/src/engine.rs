@@ -22,7 +22,8 @@ use tokio::time::MissedTickBehavior;
 use crate::botlink::{self, Backlog, BotInput, Liveness};
 use crate::carrier::{LegEvent, PhoneLeg, Route, SimCarrier};
 use crate::config::Config;
-use crate::session::{Action, CallSession, SessionConfig};
+use crate::metrics::Metrics;
+use crate::session::{Action, CallSession, SessionConfig, SessionStats};
 use crate::sip::{InboundCall, InboundHandler, SipUa};
 use crate::store::{CallState, NewCall, Outcome, Store, StoreError};
 use crate::wav::Recorder;
@@ -88,6 +89,7 @@ pub struct Engine {
     recordings: PathBuf,
     shutdown: watch::Sender<bool>,
     sip: std::sync::OnceLock<Arc<SipUa>>,
+    metrics: Arc<Metrics>,
     http: reqwest::Client,
     live: AtomicUsize,
     idle: Notify,
@@ -144,12 +146,18 @@ impl Engine {
             recordings,
             shutdown: watch::channel(false).0,
             sip: std::sync::OnceLock::new(),
+            metrics: Arc::new(Metrics::default()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
+    }
+
+    /// The counters served at `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configuration in force.
@@ -389,6 +397,10 @@ impl Engine {
         let mut heard: Frame = [0; FRAME_SAMPLES];
         let mut recorder: Option<Recorder> = None;
         let mut dtmf_input = String::new();
+        let metrics = self.metrics.clone();
+        metrics.calls_active.fetch_add(1, Ordering::Relaxed);
+        let mut counted = SessionStats::default();
+        let (mut backlog_gauge, mut queue_gauge) = (0i64, 0i64);
 
         let end = 'call: loop {
             tokio::select! {
@@ -494,6 +506,11 @@ impl Engine {
                     match answered_at {
                         Some(at) => {
                             session.tick(&said, &mut heard, backlog.get() > MAX_BOT_BACKLOG);
+                            let now = session.stats();
+                            metrics.add_session(&counted, &now);
+                            counted = now;
+                            Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, backlog.get() as i64);
+                            Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, session.queued_samples() as i64);
                             if ticks - at >= max_ticks {
                                 break 'call End::new(CallState::Completed, "max_duration", Some(StopReason::MaxDuration));
                             }
@@ -512,6 +529,10 @@ impl Engine {
             }
         };
 
+        metrics.add_session(&counted, &session.stats());
+        Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, 0);
+        Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, 0);
+        metrics.calls_active.fetch_sub(1, Ordering::Relaxed);
         if let Some(pending) = connecting.take() {
             pending.abort();
         }
@@ -906,7 +927,23 @@ impl Engine {
         // The socket accepts frames well past the protocol limit, so that an
         // oversized message gets an `error` event instead of a dropped socket.
         let max = (self.cfg.bot.max_message_bytes * 4).max(16 << 20);
-        tokio::spawn(async move { botlink::connect(&url, &headers, tls, timeout, max).await })
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let r = botlink::connect(&url, &headers, tls, timeout, max).await;
+            match &r {
+                Ok(_) => {
+                    metrics.bot_connects.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .bot_connect_ms_sum
+                        .fetch_add(began.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    metrics.bot_connect_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            r
+        })
     }
 
     /// Records a call that ended before its clock started.
@@ -924,6 +961,10 @@ impl Engine {
         phone_report: Option<serde_json::Value>,
     ) {
         tracing::info!(state = end.state.as_str(), reason = %end.reason, "call ended");
+        self.metrics.call_ended(end.state.as_str());
+        if let Some(r) = phone_report.as_ref() {
+            self.metrics.add_rtp(r);
+        }
         let outcome = Outcome {
             state: end.state,
             reason: end.reason,

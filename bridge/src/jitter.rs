@@ -99,7 +99,7 @@ pub enum Pulled {
 }
 
 /// Counters and the current state of the delay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JitterStats {
     /// Packets given to [`JitterBuffer::push`].
     pub received: u64,

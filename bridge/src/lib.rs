@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod jitter;
 pub mod media;
+pub mod metrics;
 pub mod rtp;
 pub mod rtpstream;
 pub mod sdp;

@@ -127,7 +127,7 @@ impl fmt::Display for RxOutcome {
 }
 
 /// Counters for one stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RtpStats {
     /// Valid packets of ours received (audio and telephone-event).
     pub packets_in: u64,

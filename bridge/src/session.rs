@@ -139,6 +139,11 @@ impl CallSession {
         self.stats
     }
 
+    /// Bot audio waiting to be played, in samples.
+    pub fn queued_samples(&self) -> usize {
+        self.playout.queued_samples()
+    }
+
     /// True once the bot has been sent `stop`.
     pub fn is_stopped(&self) -> bool {
         self.bot == BotState::Stopped

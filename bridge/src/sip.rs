@@ -274,7 +274,7 @@ impl PhoneLeg for SipLeg {
 
     fn report(&self) -> Option<serde_json::Value> {
         let s = self.stream.as_ref()?.stats();
-        Some(serde_json::json!({ "rtp": format!("{s:?}") }))
+        Some(serde_json::json!({ "rtp": s }))
     }
 }
 

@@ -131,6 +131,13 @@ async fn call_logs_by_date_and_number_and_restart_keeps_them() {
     .await;
     let rec = wait_final(a, logid, 10 * SEC).await;
     assert_eq!(rec["call_state"], "busy");
+    let (status, body) = http(a, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200, "metrics need no token");
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("bridge_calls_ended_total{state=\"busy\"} 1\n"),
+        "{text}"
+    );
     // A scheduled call, an hour from now in Kolkata time.
     let later = (chrono::Utc::now() + chrono::Duration::hours(1))
         .with_timezone(&chrono_tz::Asia::Kolkata)

@@ -496,6 +496,14 @@ async fn phone_hangup_stops_the_bot() {
         (40..=55).contains(&media),
         "about 1 s of media: {media} chunks"
     );
+    // The operator's counters saw the same frames.
+    let (_, body) = http(bridge.addr, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains(&format!("bridge_media_frames_to_bot_total {media}\n")),
+        "{text}"
+    );
+    assert!(text.contains("bridge_calls_active 0\n"), "{text}");
     bridge.stop().await;
 }
 
