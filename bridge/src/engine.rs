@@ -414,12 +414,8 @@ impl Engine {
                     match res {
                         Ok(Ok(ws)) => {
                             tracing::info!(url = %target.url, "bot connected");
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            let live = Liveness {
-                                ping_every: Duration::from_secs(bot.ping_interval_secs.max(1)),
-                                pong_timeout: Duration::from_secs(bot.pong_timeout_secs.max(1)),
-                            };
-                            link = Some(tokio::spawn(botlink::run(ws, rx, in_tx.clone(), backlog.clone(), live)));
+                            let (tx, handle) = self.open_link(ws, in_tx.clone(), backlog.clone());
+                            link = Some(handle);
                             out_tx = Some(tx);
                             session.on_bot_connected();
                             if inbound {
@@ -533,8 +529,20 @@ impl Engine {
         Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, 0);
         Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, 0);
         metrics.calls_active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(pending) = connecting.take() {
-            pending.abort();
+        if let Some(mut pending) = connecting.take() {
+            // A bot still shaking hands when the call ends (busy, failed, ...)
+            // is let in, briefly, so it hears `stop` with the outcome.
+            let limit = Duration::from_millis(self.cfg.bot.connect_timeout_ms);
+            match tokio::time::timeout(limit, &mut pending).await {
+                Ok(Ok(Ok(ws))) if end.stop.is_some() => {
+                    let (tx, handle) = self.open_link(ws, in_tx.clone(), backlog.clone());
+                    link = Some(handle);
+                    out_tx = Some(tx);
+                    session.on_bot_connected();
+                }
+                Ok(_) => {}
+                Err(_) => pending.abort(),
+            }
         }
         if let Some(reason) = end.stop {
             session.finish(reason);
@@ -914,6 +922,25 @@ impl Engine {
             }
         }
         end
+    }
+
+    /// Starts the I/O task of an open bot socket; returns where to send events.
+    fn open_link(
+        &self,
+        ws: botlink::BotSocket,
+        input: mpsc::Sender<BotInput>,
+        backlog: Arc<Backlog>,
+    ) -> (
+        mpsc::UnboundedSender<crate::session::Outgoing>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let live = Liveness {
+            ping_every: Duration::from_secs(self.cfg.bot.ping_interval_secs.max(1)),
+            pong_timeout: Duration::from_secs(self.cfg.bot.pong_timeout_secs.max(1)),
+        };
+        let handle = tokio::spawn(botlink::run(ws, rx, input, backlog, live));
+        (tx, handle)
     }
 
     fn connect_bot(
