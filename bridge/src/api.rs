@@ -308,12 +308,24 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
         .as_ref()
         .map(|f| format!("{}/recordings/{f}", app.public_url))
         .unwrap_or_default();
+    // `did_no` is always our number and `client_no` the customer's, whichever
+    // way the call went.
+    let (did_no, client_no) = if c.direction == "inbound" {
+        (&c.to, &c.from)
+    } else {
+        (&c.from, &c.to)
+    };
+    let attended_by = match (c.answered_at, req.get("extension").and_then(Value::as_str)) {
+        (None, _) => "",
+        (Some(_), Some(_)) => "extension",
+        (Some(_), None) => "bot",
+    };
     json!({
         "recordid": c.id,
-        "did_no": c.from,
-        "client_no": c.to,
+        "did_no": did_no,
+        "client_no": client_no,
         "agent_no": "",
-        "attended_by": if c.answered_at.is_some() { "bot" } else { "" },
+        "attended_by": attended_by,
         "ext_no": req.pointer("/custom_parameters/ai_agent_ext").and_then(Value::as_str).unwrap_or(""),
         "call_time": fmt_time(c.created_at),
         "call_duration": c.duration_secs(),

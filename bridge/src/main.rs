@@ -38,10 +38,11 @@ struct ServeArgs {
     #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// SIP listen address (UDP and TCP) for trunks, phones and extensions.
-    #[arg(long, env = "BRIDGE_SIP", default_value = "127.0.0.1:5060")]
-    sip: SocketAddr,
+    /// (default: `[sip] listen` from the config file, else 127.0.0.1:5060)
+    #[arg(long, env = "BRIDGE_SIP")]
+    sip: Option<SocketAddr>,
     /// Run without SIP (simulated carrier only).
-    #[arg(long, env = "BRIDGE_NO_SIP")]
+    #[arg(long, env = "BRIDGE_NO_SIP", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     no_sip: bool,
     /// Directory for the database and recordings.
     #[arg(long, env = "BRIDGE_DATA_DIR", default_value = "./data")]
@@ -80,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 http: args.http,
                 data_dir: args.data_dir.clone(),
                 api_token: args.api_token,
-                sip: (!args.no_sip).then_some(args.sip),
+                sip: (!args.no_sip).then(|| args.sip.unwrap_or(config.sip.listen)),
                 config,
             })
             .await

@@ -459,7 +459,7 @@ impl SipUa {
         self.invite(&callee, &caller, from, Some(dest), credential)
     }
 
-    /// Rings the registered contacts of extension `number` (the first binding).
+    /// Rings extension `number` at its most recently registered contact.
     pub fn dial_extension(
         self: &Arc<Self>,
         number: &str,
@@ -470,7 +470,8 @@ impl SipUa {
             let now = Instant::now();
             let list = b.entry(number.to_string()).or_default();
             list.retain(|x| x.expires > now);
-            list.first().map(|x| x.contact.clone())
+            // The newest registration is where the phone is now.
+            list.last().map(|x| x.contact.clone())
         }
         .ok_or_else(|| DialError::NotRegistered(number.to_string()))?;
         let caller = format!("sip:{from}@{}", self.public_ip);

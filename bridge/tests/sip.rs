@@ -221,6 +221,8 @@ async fn sipp_caller_reaches_the_did_bot_with_media_and_digits() {
     }
     let log = wait_log(bridge.addr, 1).await;
     assert_eq!(log[0]["call_type"], "inbound");
+    assert_eq!(log[0]["did_no"], "+15550001000", "our DID");
+    assert_eq!(log[0]["client_no"], "+15557654321", "the caller");
     assert_eq!(log[0]["call_state"], "completed");
     assert_eq!(log[0]["end_reason"], "callended");
     assert_eq!(log[0]["dtmf_input"], "123");
@@ -304,10 +306,7 @@ async fn config_api_names_the_bot() {
     let (code, errors) = sipp.finish(20 * SEC).await;
     assert_eq!(code, 0, "the caller got 480; SIPp errors: {errors}");
     let log = wait_log(bridge.addr, 2).await;
-    let failed = log
-        .iter()
-        .find(|r| r["client_no"] == "+15550003000")
-        .unwrap();
+    let failed = log.iter().find(|r| r["did_no"] == "+15550003000").unwrap();
     assert_eq!(failed["call_state"], "failed");
     assert_eq!(failed["end_reason"], "config_api_failed");
     bridge.stop().await;
@@ -615,6 +614,7 @@ async fn did_rings_a_registered_extension() {
     assert_eq!(log[0]["call_state"], "completed", "{:?}", log[0]);
     assert_eq!(log[0]["end_reason"], "callended");
     assert_eq!(log[0]["dtmf_input"], "123");
+    assert_eq!(log[0]["attended_by"], "extension");
     // The recording has the caller's speech and, from the extension's echo, the
     // same speech coming back.
     let pcm = recording(bridge.addr, &log[0]).await;
