@@ -58,6 +58,10 @@ pub trait PhoneLeg: Send {
     /// Sends one key out of band; false when the far end cannot take it that
     /// way (the caller then plays it as tones).
     fn send_dtmf(&mut self, digit: char) -> bool;
+    /// True while keys sent out of band are still going out.
+    fn is_sending_dtmf(&self) -> bool {
+        false
+    }
     /// Answers an inbound call (legs that ring us); outbound legs ignore it.
     fn answer(&mut self) {}
     /// Ends the leg (cancel while ringing, hang up once answered).

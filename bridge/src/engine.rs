@@ -401,6 +401,7 @@ impl Engine {
         metrics.calls_active.fetch_add(1, Ordering::Relaxed);
         let mut counted = SessionStats::default();
         let (mut backlog_gauge, mut queue_gauge) = (0i64, 0i64);
+        let mut hangup_after_keys: Option<(End, u32)> = None;
 
         let end = 'call: loop {
             tokio::select! {
@@ -521,7 +522,14 @@ impl Engine {
                 }
             }
             if let Some(end) = self.pump(&mut session, &out_tx, &backlog, &mut *leg) {
-                break 'call end;
+                hangup_after_keys = Some((end, ticks));
+            }
+            // Keys the bot sent just before hanging up go out first (bounded).
+            if let Some((end, since)) = hangup_after_keys.take() {
+                if !leg.is_sending_dtmf() || ticks.saturating_sub(since) > 100 {
+                    break 'call end;
+                }
+                hangup_after_keys = Some((end, since));
             }
         };
 

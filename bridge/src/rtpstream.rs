@@ -497,6 +497,11 @@ impl RtpStream {
         self.stats.packets_out += 1;
     }
 
+    /// True while queued keys are still being sent (RFC 4733 events).
+    pub fn is_sending_dtmf(&self) -> bool {
+        !self.keys.is_empty() || !matches!(self.dtmf_tx, DtmfTx::Idle)
+    }
+
     /// Queues a key to send as RFC 4733 events. False (nothing queued) if the far
     /// end did not negotiate `telephone-event` (play it in-band instead), if
     /// `digit` is not a DTMF key, or if 64 keys are already waiting.

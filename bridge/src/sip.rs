@@ -263,6 +263,10 @@ impl PhoneLeg for SipLeg {
         self.stream.as_mut().is_some_and(|s| s.send_dtmf(digit))
     }
 
+    fn is_sending_dtmf(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_sending_dtmf())
+    }
+
     fn answer(&mut self) {
         let _ = self.control.send(Control::Answer);
     }

@@ -389,6 +389,9 @@ async fn trunk_call_carries_audio_both_ways() {
             loud > 30,
             "the bot heard its tone echoed by the trunk ({loud} loud chunks)"
         );
+        // Keys, then hang up at once: the keys still go out before the BYE
+        // (the trunk echoes them back, so they come back as the phone's keys).
+        c.send(r#"{"type":"session.dtmf","dtmf":"5#"}"#).await;
         c.send(r#"{"type":"session.hangup"}"#).await;
         c.drain(10 * SEC).await;
         c
@@ -402,6 +405,10 @@ async fn trunk_call_carries_audio_both_ways() {
     let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
     assert_eq!(rec["call_state"], "completed", "{rec}");
     assert_eq!(rec["end_reason"], "bot_hangup");
+    assert_eq!(
+        rec["dtmf_input"], "5#",
+        "the bot's keys went out as RFC 4733 before the hangup: {rec}"
+    );
     let conns = bot.finished(1, 10 * SEC).await;
     assert_stream_contiguous(&conns[0].events);
     let (exit, errors) = uas.finish(15 * SEC).await;
