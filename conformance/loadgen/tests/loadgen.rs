@@ -1,0 +1,78 @@
+//! The load generator against an in-process bridge: 20 calls, 2 s ramp, 10 s
+//! hold. Asserts that every call is established and no frame is lost either
+//! way, and that latency was measured; never what the timings are.
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_calls_through_an_in_process_bridge_lose_no_frames() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // The bot side first: the bridge's DID must point at it.
+    let bot = loadgen::Bot::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bot server binds");
+    let toml = format!(
+        "[sip]\nrtp_port_min = 32000\nrtp_port_max = 32999\n\n[[dids]]\nnumber = \"+15550009000\"\nbot_url = \"{}\"\n",
+        bot.url()
+    );
+    let config = bridge::config::Config::parse(&toml).expect("test config");
+    let running = tokio::time::timeout(
+        Duration::from_secs(20),
+        bridge::server::start(bridge::server::Options {
+            http: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            api_token: Some("t".into()),
+            sip: Some("127.0.0.1:0".parse().unwrap()),
+            config,
+        }),
+    )
+    .await
+    .expect("bridge starts in time")
+    .expect("bridge with SIP starts");
+
+    let mut opts = loadgen::Options::new(running.sip_addr.unwrap(), "+15550009000", 20);
+    opts.ramp = Duration::from_secs(2);
+    opts.hold = Duration::from_secs(10);
+    opts.rtp_base = 41000;
+    // The bridge runs in this process.
+    opts.bridge_pid = Some(std::process::id());
+    opts.progress = true;
+    opts.bridge_metrics = Some(format!("http://{}/metrics", running.addr));
+
+    let report = tokio::time::timeout(Duration::from_secs(90), loadgen::run_with(opts, bot))
+        .await
+        .expect("the run finishes in time")
+        .expect("the run could be made");
+    println!("{}", report.table());
+
+    assert_eq!(report.calls.attempted, 20);
+    assert_eq!(report.calls.established, 20, "{:?}", report.calls.failures);
+    assert_eq!(report.calls.failed, 0);
+    assert_eq!(report.calls.dropped_by_bridge, 0);
+    assert_eq!(report.calls.bye_unanswered, 0);
+    for (name, way) in [
+        ("phone -> bot", &report.phone_to_bot),
+        ("bot -> phone", &report.bot_to_phone),
+    ] {
+        assert!(way.frames_sent > 0, "{name}: frames were counted");
+        assert_eq!(way.frames_lost, 0, "{name}: no frame lost");
+        assert_eq!(way.frames_received, way.frames_sent, "{name}");
+        assert_eq!(way.misrouted, 0, "{name}: no cross-talk");
+        assert!(way.latency.is_some(), "{name}: latency measured");
+    }
+    assert_eq!(report.totals.bot_sessions, 20);
+    assert_eq!(report.totals.bot_error_events, 0);
+    assert!(report.setup.time.is_some() && report.setup.rate_per_sec.is_some());
+    assert!(report.bridge.cpu_percent.is_some() && report.bridge.rss_per_call_kib.is_some());
+    assert!(report.bridge.metrics.is_some());
+    assert!(report.passed, "{:?}", report.problems);
+    // The JSON form has the same figures.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["calls"]["established"], 20);
+    assert_eq!(json["phone_to_bot"]["frames_lost"], 0);
+
+    tokio::time::timeout(Duration::from_secs(20), running.stop())
+        .await
+        .expect("bridge stops in time");
+}
