@@ -448,6 +448,11 @@ impl Engine {
                 },
                 _ = clock.tick() => {
                     ticks += 1;
+                    // Bot audio for this tick is made first and goes out now;
+                    // the phone's frame goes to the bot below.
+                    if answered_at.is_some() {
+                        session.play(&mut heard);
+                    }
                     leg.tick(&heard, &mut said);
                     if let Some(rec) = recorder.as_mut() {
                         if let Err(e) = rec.write(&said, &heard) {
@@ -502,7 +507,7 @@ impl Engine {
                     }
                     match answered_at {
                         Some(at) => {
-                            session.tick(&said, &mut heard, backlog.get() > MAX_BOT_BACKLOG);
+                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
                             let now = session.stats();
                             metrics.add_session(&counted, &now);
                             counted = now;

@@ -190,30 +190,46 @@ impl CallSession {
         self.emit_reached_marks();
     }
 
-    /// One 20 ms tick of an answered call. `phone_said` is what the phone sent;
-    /// `phone_hears` is filled with what the phone is to hear. `bot_backlogged`
-    /// says the link to the bot is not keeping up, so this frame's `media` is
-    /// skipped rather than queued without bound (numbering stays contiguous).
+    /// One 20 ms tick of an answered call: [`hear`](Self::hear) what the phone
+    /// said, then [`play`](Self::play) what it is to hear. A driver that can
+    /// deliver the played frame in the same tick calls the two halves itself,
+    /// `play` first, so bot audio does not wait a tick.
     pub fn tick(&mut self, phone_said: &Frame, phone_hears: &mut Frame, bot_backlogged: bool) {
-        if self.bot == BotState::Started {
-            if bot_backlogged {
-                self.stats.media_skipped += 1;
-            } else {
-                codecs::pcm::samples_to_le_bytes(phone_said, &mut self.pcm);
-                self.chunk += 1;
-                let pcm = self.pcm;
-                self.emit(
-                    &Event::Media {
-                        chunk: self.chunk,
-                        timestamp_ms: (self.chunk - 1) * 20,
-                        payload: &pcm,
-                    },
-                    true,
-                );
-                self.stats.media_sent += 1;
-            }
-        }
+        self.hear(phone_said, bot_backlogged);
+        self.play(phone_hears);
+    }
 
+    /// The phone's 20 ms frame goes to the bot as `media`. `bot_backlogged` says
+    /// the link to the bot is not keeping up, so this frame is skipped rather
+    /// than queued without bound (numbering stays contiguous).
+    pub fn hear(&mut self, phone_said: &Frame, bot_backlogged: bool) {
+        if self.bot != BotState::Started {
+            return;
+        }
+        if bot_backlogged {
+            self.stats.media_skipped += 1;
+            return;
+        }
+        codecs::pcm::samples_to_le_bytes(phone_said, &mut self.pcm);
+        self.chunk += 1;
+        let pcm = self.pcm;
+        self.emit(
+            &Event::Media {
+                chunk: self.chunk,
+                timestamp_ms: (self.chunk - 1) * 20,
+                payload: &pcm,
+            },
+            true,
+        );
+        self.stats.media_sent += 1;
+        if self.chunk % 250 == 0 {
+            self.playout.shrink();
+        }
+    }
+
+    /// Fills `phone_hears` with the next 20 ms for the phone: DTMF tones, else
+    /// queued bot audio, else silence; echoes the marks that audio reached.
+    pub fn play(&mut self, phone_hears: &mut Frame) {
         // A pending hangup goes once everything queued has been handed to the
         // phone (on an earlier tick), so the goodbye's last frame is heard too.
         if let Some((left, until)) = self.hangup_drain {
@@ -237,9 +253,6 @@ impl CallSession {
             self.stats.frames_played += 1;
         }
         self.emit_reached_marks();
-        if self.chunk % 250 == 0 {
-            self.playout.shrink();
-        }
     }
 
     /// A digit the phone pressed.
