@@ -1,5 +1,5 @@
-//! WAV files: the call recorder (stereo, 8 kHz, 16-bit) and a small reader for
-//! PCM16 fixtures and recordings.
+//! WAV files: the call recorder (stereo, 8 kHz, 16-bit), and reading fixtures
+//! and recordings (the parser is `codecs::wav`).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
@@ -7,109 +7,22 @@ use std::path::{Path, PathBuf};
 
 use codecs::pcm::Frame;
 
+pub use codecs::wav::{parse, Pcm};
+
 /// Errors reading a WAV file.
 #[derive(Debug, thiserror::Error)]
 pub enum WavError {
-    /// Not a RIFF/WAVE file, or a chunk is cut short.
-    #[error("not a usable WAV file: {0}")]
-    Format(String),
-    /// Only 16-bit integer PCM is read.
-    #[error("unsupported WAV encoding: format {format}, {bits} bits (16-bit PCM only)")]
-    Unsupported {
-        /// The `fmt ` chunk's format tag.
-        format: u16,
-        /// Bits per sample.
-        bits: u16,
-    },
+    /// The bytes are not a usable 16-bit PCM WAV file.
+    #[error(transparent)]
+    Format(#[from] codecs::wav::WavError),
     /// The file could not be read.
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
-/// Decoded 16-bit PCM: interleaved samples plus the layout.
-#[derive(Debug, Clone)]
-pub struct Pcm {
-    /// Samples per second.
-    pub sample_rate: u32,
-    /// Interleaved channels.
-    pub channels: u16,
-    /// Interleaved samples.
-    pub samples: Vec<i16>,
-}
-
-impl Pcm {
-    /// One channel's samples.
-    pub fn channel(&self, index: usize) -> Vec<i16> {
-        let n = self.channels as usize;
-        self.samples
-            .iter()
-            .skip(index)
-            .step_by(n)
-            .copied()
-            .collect()
-    }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Result<u16, WavError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| WavError::Format("truncated header".into()))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Result<u32, WavError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| WavError::Format("truncated header".into()))
-}
-
-/// Parses a 16-bit PCM WAV file held in memory.
-pub fn parse(bytes: &[u8]) -> Result<Pcm, WavError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(WavError::Format("missing RIFF/WAVE header".into()));
-    }
-    let mut at = 12;
-    let mut fmt: Option<(u16, u16, u32, u16)> = None;
-    while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
-        let len = u32_at(bytes, at + 4)? as usize;
-        let body = at + 8;
-        // A recording cut off by a crash keeps a zero data length: read to the end.
-        let end = if id == b"data" && len == 0 {
-            bytes.len()
-        } else {
-            body.saturating_add(len).min(bytes.len())
-        };
-        if id == b"fmt " {
-            fmt = Some((
-                u16_at(bytes, body)?,
-                u16_at(bytes, body + 2)?,
-                u32_at(bytes, body + 4)?,
-                u16_at(bytes, body + 14)?,
-            ));
-        } else if id == b"data" {
-            let (format, channels, rate, bits) =
-                fmt.ok_or_else(|| WavError::Format("data chunk before fmt chunk".into()))?;
-            if format != 1 || bits != 16 {
-                return Err(WavError::Unsupported { format, bits });
-            }
-            let samples = bytes[body..end]
-                .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect();
-            return Ok(Pcm {
-                sample_rate: rate,
-                channels: channels.max(1),
-                samples,
-            });
-        }
-        at = end + (len & 1);
-    }
-    Err(WavError::Format("no data chunk".into()))
-}
-
 /// Reads a 16-bit PCM WAV file.
 pub fn read(path: &Path) -> Result<Pcm, WavError> {
-    parse(&std::fs::read(path)?)
+    Ok(parse(&std::fs::read(path)?)?)
 }
 
 /// Writes a call's audio as it happens: the caller in the left channel, the

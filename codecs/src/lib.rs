@@ -21,5 +21,6 @@ pub mod dtmf;
 pub mod g711;
 pub mod pcm;
 pub mod rfc4733;
+pub mod wav;
 
 pub use rfc4733::Rfc4733Error;

@@ -1,98 +1,12 @@
-//! Audio helpers: the speech fixture, 16-bit PCM conversions, and a small WAV
-//! reader for call recordings.
+//! Audio helpers: the speech fixture, 16-bit PCM conversions, and the WAV reader
+//! (`codecs::wav`) for call recordings.
 
 /// Samples per second of the protocol's default format.
 pub const SAMPLE_RATE: usize = 8000;
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
 
-/// Decoded 16-bit PCM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wav {
-    /// Samples per second.
-    pub sample_rate: u32,
-    /// Interleaved channels.
-    pub channels: u16,
-    /// Interleaved samples.
-    pub samples: Vec<i16>,
-}
-
-impl Wav {
-    /// One channel's samples.
-    pub fn channel(&self, index: usize) -> Vec<i16> {
-        let n = usize::from(self.channels.max(1));
-        self.samples
-            .iter()
-            .skip(index)
-            .step_by(n)
-            .copied()
-            .collect()
-    }
-
-    /// Length in seconds.
-    pub fn seconds(&self) -> f64 {
-        let frames = self.samples.len() / usize::from(self.channels.max(1));
-        frames as f64 / f64::from(self.sample_rate.max(1))
-    }
-}
-
-/// Why a WAV file could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a 16-bit PCM WAV file: {0}")]
-pub struct WavError(String);
-
-fn le16(b: &[u8], at: usize) -> Result<u16, WavError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or_else(|| WavError("header cut short".into()))
-}
-
-fn le32(b: &[u8], at: usize) -> Result<u32, WavError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or_else(|| WavError("header cut short".into()))
-}
-
-/// Parses a 16-bit PCM WAV file held in memory. A `data` chunk whose length
-/// field is 0 or too long (a recording still being written) is read to the end.
-pub fn parse_wav(bytes: &[u8]) -> Result<Wav, WavError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(WavError("no RIFF/WAVE header".into()));
-    }
-    let mut at = 12;
-    let mut fmt = None;
-    while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
-        let len = le32(bytes, at + 4)? as usize;
-        let body = at + 8;
-        if id == b"fmt " {
-            fmt = Some((
-                le16(bytes, body)?,
-                le16(bytes, body + 2)?,
-                le32(bytes, body + 4)?,
-                le16(bytes, body + 14)?,
-            ));
-        } else if id == b"data" {
-            let (format, channels, rate, bits) =
-                fmt.ok_or_else(|| WavError("data chunk before fmt chunk".into()))?;
-            if format != 1 || bits != 16 {
-                return Err(WavError(format!("format {format} with {bits} bits")));
-            }
-            let end = if len == 0 {
-                bytes.len()
-            } else {
-                body.saturating_add(len).min(bytes.len())
-            };
-            return Ok(Wav {
-                sample_rate: rate,
-                channels,
-                samples: le_bytes_to_samples(&bytes[body..end]),
-            });
-        }
-        at = body.saturating_add(len + (len & 1));
-    }
-    Err(WavError("no data chunk".into()))
-}
+pub use codecs::wav::{parse as parse_wav, Pcm as Wav, WavError};
 
 /// Little-endian 16-bit PCM bytes to samples (a trailing odd byte is ignored).
 pub fn le_bytes_to_samples(bytes: &[u8]) -> Vec<i16> {
