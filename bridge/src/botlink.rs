@@ -155,6 +155,11 @@ pub async fn connect(
     let mut ws_cfg = WebSocketConfig::default();
     ws_cfg.max_message_size = Some(max_message_bytes + 1024);
     ws_cfg.max_frame_size = Some(max_message_bytes + 1024);
+    // tungstenite zero-fills its read buffer up to this size on every read: at
+    // the default 128 KiB that memset was a fifth of the bridge's CPU under load
+    // (perf, 200 calls) and most of its memory per call. A 20 ms delta is under
+    // 1 KiB; larger messages simply take several reads.
+    ws_cfg.read_buffer_size = 4096;
     let fut = tokio_tungstenite::connect_async_tls_with_config(
         req,
         Some(ws_cfg),
