@@ -301,11 +301,7 @@ async fn example_echo_bot_hangs_up_on_hash() {
 async fn unanswered_outcomes_reach_the_log_and_the_bot() {
     let dir = tempfile::tempdir().unwrap();
     let bridge = start_bridge(dir.path()).await;
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(10 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(10 * SEC).await;
     let cases = [
         ("+99920001", "busy", "busy", Some(StopReason::Busy)),
         (
@@ -468,11 +464,7 @@ async fn phone_hangup_stops_the_bot() {
     )
     .unwrap();
     let bridge = start_bridge_with(dir.path(), cfg).await;
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(10 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(10 * SEC).await;
     let logid = dial(
         bridge.addr,
         json!({"customer_no": "+999800", "wss_url": bot.url()}),
@@ -512,11 +504,7 @@ async fn phone_hangup_stops_the_bot() {
 async fn shutdown_ends_live_calls_with_reason_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let bridge = start_bridge(dir.path()).await;
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(10 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(10 * SEC).await;
     let logid = dial(
         bridge.addr,
         json!({"customer_no": "+99910005", "wss_url": bot.url()}),

@@ -95,11 +95,7 @@ async fn bot_that_closes_its_socket_is_lost() {
 async fn max_duration_ends_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let bridge = start_bridge_with(dir.path(), config_with("max_duration_secs = 1", "")).await;
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(10 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(10 * SEC).await;
     let logid = dial(
         bridge.addr,
         json!({"customer_no": "+99910001", "wss_url": bot.url()}),

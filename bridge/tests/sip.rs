@@ -148,11 +148,7 @@ async fn sipp_caller_reaches_the_did_bot_with_media_and_digits() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(20 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(20 * SEC).await;
     let toml = format!(
         "[[dids]]\nnumber = \"+15550001000\"\nbot_url = \"{}\"\nheaders = {{ X-Did = \"main\" }}\n",
         bot.url()
@@ -238,11 +234,7 @@ async fn config_api_names_the_bot() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(20 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(20 * SEC).await;
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
     let seen = asked.clone();
     let bot_url = bot.url();
@@ -501,11 +493,7 @@ async fn bad_input_is_refused_without_harm() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bot = TestBot::spawn(|mut c| async move {
-        c.drain(30 * SEC).await;
-        c
-    })
-    .await;
+    let bot = TestBot::listener(30 * SEC).await;
     // One RTP port only, so a second concurrent call finds none.
     let toml = format!(
         "[sip]\nrtp_port_min = 31400\nrtp_port_max = 31401\n\n[[dids]]\nnumber = \"+15550001000\"\nbot_url = \"{}\"\n",

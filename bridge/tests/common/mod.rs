@@ -312,6 +312,16 @@ impl TestBot {
         TestBot { addr, done }
     }
 
+    /// A bot that only listens: it reads every event until the bridge closes
+    /// the socket (or `limit` passes between two events).
+    pub async fn listener(limit: Duration) -> TestBot {
+        TestBot::spawn(move |mut c| async move {
+            c.drain(limit).await;
+            c
+        })
+        .await
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/bot", self.addr)
     }
