@@ -275,16 +275,7 @@ async fn answered_call(ctx: &mut Ctx, number: &str, extra: Value) -> Result<(), 
     ctx.dial(number, true, extra).await?;
     ctx.accept(15 * SEC).await?;
     let c = ctx.conn()?;
-    match c.next_event(10 * SEC).await? {
-        Some(BotEvent::Connected) => {}
-        Some(e) => {
-            return Err(format!(
-                "the first event was `{}`, not `connected`",
-                e.name()
-            ))
-        }
-        None => return Err("the socket closed before any event".into()),
-    }
+    c.expect_connected(10 * SEC).await?;
     c.until("start", 10 * SEC).await?;
     Ok(())
 }
@@ -823,16 +814,7 @@ async fn before_answer(ctx: &mut Ctx, p: &AudioParams) -> Result<(), String> {
     ctx.accept(15 * SEC).await?;
     let frames = p.audio_ms / 20;
     let (c, f) = ctx.parts()?;
-    match c.next_event(10 * SEC).await? {
-        Some(BotEvent::Connected) => {}
-        Some(e) => {
-            return Err(format!(
-                "the first event was `{}`, not `connected`",
-                e.name()
-            ))
-        }
-        None => return Err("the socket closed before any event".into()),
-    }
+    c.expect_connected(10 * SEC).await?;
     let connected_at = tokio::time::Instant::now();
     c.send_audio(&constant_audio(EARLY_VALUE, p.audio_ms))
         .await?;

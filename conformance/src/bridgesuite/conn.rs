@@ -151,6 +151,18 @@ pub struct BotConn {
 }
 
 impl BotConn {
+    /// Reads the session's first event, which must be `connected`.
+    pub async fn expect_connected(&mut self, limit: Duration) -> Result<(), String> {
+        match self.next_event(limit).await? {
+            Some(BotEvent::Connected) => Ok(()),
+            Some(e) => Err(format!(
+                "the first event was `{}`, not `connected`",
+                e.name()
+            )),
+            None => Err("the socket closed before any event".into()),
+        }
+    }
+
     /// The next event, skipping nothing; `Ok(None)` once the socket has closed,
     /// `Err` when none came within `limit`.
     pub async fn next_event(&mut self, limit: Duration) -> Result<Option<BotEvent>, String> {
