@@ -47,9 +47,29 @@ pub enum LegEvent {
 
 /// One phone-side endpoint of a call.
 pub trait PhoneLeg: Send {
-    /// One 20 ms step: `heard` is what the bridge plays to the phone, `said` is
-    /// filled with what the phone sends.
-    fn tick(&mut self, heard: &Frame, said: &mut Frame);
+    /// One 20 ms step of the call's clock: `heard` is what the bridge plays to
+    /// the phone now.
+    fn tick(&mut self, heard: &Frame);
+    /// The phone's next 20 ms, into `said`. Paced (once per tick, for another
+    /// phone on the same clock) it always fills `said`, the leg smoothing out
+    /// the network's jitter. Not paced (for a bot, which takes audio as it
+    /// comes) it gives each frame as soon as it is complete, and false when
+    /// none is. Say the same `paced` on every call.
+    fn next_said(&mut self, said: &mut Frame, paced: bool) -> bool;
+    /// Ready when something came in from the phone, which
+    /// [`next_said`](PhoneLeg::next_said) and [`poll_event`](PhoneLeg::poll_event)
+    /// then give. Legs whose audio comes on ticks are never ready.
+    fn poll_arrival(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+    /// True when the leg can play a frame at once, ahead of the next tick (the
+    /// first frame of bot audio after silence); false when it plays only on
+    /// ticks, or cannot now.
+    fn ready_to_play_now(&self) -> bool {
+        false
+    }
+    /// Plays `heard` at once; only when [`ready_to_play_now`](PhoneLeg::ready_to_play_now).
+    fn play_now(&mut self, _heard: &Frame) {}
     /// The next signalling event, if any.
     fn poll_event(&mut self) -> Option<LegEvent>;
     /// True when keys can be sent out of band ([`PhoneLeg::send_dtmf`]); false
@@ -144,6 +164,8 @@ pub struct VirtualPhone {
     heard_voice_ticks: u32,
     heard_ticks: u32,
     said_ticks: u32,
+    /// What the phone said on the last tick, until taken.
+    said: Option<Frame>,
 }
 
 impl VirtualPhone {
@@ -162,6 +184,7 @@ impl VirtualPhone {
             heard_voice_ticks: 0,
             heard_ticks: 0,
             said_ticks: 0,
+            said: None,
         }
     }
 
@@ -215,9 +238,9 @@ impl VirtualPhone {
 }
 
 impl PhoneLeg for VirtualPhone {
-    fn tick(&mut self, heard: &Frame, said: &mut Frame) {
+    fn tick(&mut self, heard: &Frame) {
         self.t += 1;
-        said.fill(0);
+        let said = self.said.insert([0; FRAME_SAMPLES]);
         if self.state == PhoneState::Answered {
             self.heard_ticks += 1;
             if codecs::pcm::rms(heard) > 100.0 {
@@ -235,6 +258,15 @@ impl PhoneLeg for VirtualPhone {
             }
         }
         self.advance_signalling();
+    }
+
+    fn next_said(&mut self, said: &mut Frame, paced: bool) -> bool {
+        match self.said.take() {
+            Some(frame) => *said = frame,
+            None if paced => said.fill(0),
+            None => return false,
+        }
+        true
     }
 
     fn poll_event(&mut self) -> Option<LegEvent> {
@@ -386,7 +418,8 @@ mod tests {
         let mut said = [0i16; FRAME_SAMPLES];
         let mut out = vec![];
         for t in 1..=n {
-            phone.tick(&heard, &mut said);
+            phone.tick(&heard);
+            assert!(phone.next_said(&mut said, false));
             while let Some(e) = phone.poll_event() {
                 out.push((t, e));
             }
@@ -408,7 +441,8 @@ mod tests {
         let mut said = [0i16; FRAME_SAMPLES];
         let mut voiced = 0;
         for _ in 0..400 {
-            p.tick(&heard, &mut said);
+            p.tick(&heard);
+            assert!(p.next_said(&mut said, false));
             if codecs::pcm::rms(&said) > 50.0 {
                 voiced += 1;
             }
@@ -485,11 +519,10 @@ mod tests {
         let mut p = VirtualPhone::new(b);
         run(&mut p, 30);
         let mut seq = codecs::dtmf::ToneSequencer::new("42", 100, 60);
-        let mut said = [0i16; FRAME_SAMPLES];
         let mut heard = [0i16; FRAME_SAMPLES];
         for _ in 0..30 {
             seq.next_frame(&mut heard);
-            p.tick(&heard, &mut said);
+            p.tick(&heard);
         }
         assert_eq!(p.report().unwrap()["heard_dtmf"], "42");
     }

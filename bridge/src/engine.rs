@@ -436,30 +436,44 @@ impl Engine {
                         }
                     }
                 }
-                Some(input) = in_rx.recv() => match input {
-                    BotInput::Text(t) => session.on_bot_text(&t),
-                    BotInput::Binary(b) => session.on_bot_binary(&b),
-                    BotInput::Lost(why) => {
-                        tracing::warn!("bot lost: {why}");
-                        session.on_bot_lost();
-                        let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
-                        break 'call End::new(state, "bot_lost", None);
+                Some(input) = in_rx.recv() => {
+                    match input {
+                        BotInput::Text(t) => session.on_bot_text(&t),
+                        BotInput::Binary(b) => session.on_bot_binary(&b),
+                        BotInput::Lost(why) => {
+                            tracing::warn!("bot lost: {why}");
+                            session.on_bot_lost();
+                            let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
+                            break 'call End::new(state, "bot_lost", None);
+                        }
                     }
-                },
+                    // The first frame of what the bot starts to say goes out
+                    // now, and the clock restarts from it.
+                    if session.starts_talkspurt() && leg.ready_to_play_now() {
+                        session.play(&mut heard);
+                        leg.play_now(&heard);
+                        record(&mut recorder, |r| r.heard(&heard));
+                        clock.reset();
+                    }
+                }
+                _ = std::future::poll_fn(|cx| leg.poll_arrival(cx)) => {
+                    // The phone's audio goes to the bot as soon as it arrives.
+                    while leg.next_said(&mut said, false) {
+                        if answered_at.is_some() {
+                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
+                            record(&mut recorder, |r| r.said(&said));
+                        }
+                    }
+                }
                 _ = clock.tick() => {
                     ticks += 1;
                     // Bot audio for this tick is made first and goes out now;
-                    // the phone's frame goes to the bot below.
+                    // the phone's frames go to the bot below.
                     if answered_at.is_some() {
                         session.play(&mut heard);
+                        record(&mut recorder, |r| r.heard(&heard));
                     }
-                    leg.tick(&heard, &mut said);
-                    if let Some(rec) = recorder.as_mut() {
-                        if let Err(e) = rec.write(&said, &heard) {
-                            tracing::error!("recording stopped: {e}");
-                            recorder = None;
-                        }
-                    }
+                    leg.tick(&heard);
                     let mut ended = None;
                     while let Some(ev) = leg.poll_event() {
                         match ev {
@@ -505,9 +519,14 @@ impl Engine {
                     if let Some(e) = ended {
                         break 'call e;
                     }
+                    while leg.next_said(&mut said, false) {
+                        if answered_at.is_some() {
+                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
+                            record(&mut recorder, |r| r.said(&said));
+                        }
+                    }
                     match answered_at {
                         Some(at) => {
-                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
                             let now = session.stats();
                             metrics.add_session(&counted, &now);
                             counted = now;
@@ -721,8 +740,10 @@ impl Engine {
                 _ = clock.tick() => {}
             }
             ticks += 1;
-            caller.tick(&a_heard, &mut a_said);
-            callee.tick(&b_heard, &mut b_said);
+            caller.tick(&a_heard);
+            callee.tick(&b_heard);
+            caller.next_said(&mut a_said, true);
+            callee.next_said(&mut b_said, true);
             if answered_at.is_some() {
                 a_heard = b_said;
                 b_heard = a_said;
@@ -1036,5 +1057,19 @@ impl InboundHandler for Inbound {
                 engine.idle.notify_waiters();
             }
         });
+    }
+}
+
+/// Hands audio to a call's recorder, if it has one; a recorder that fails is
+/// dropped (the call goes on unrecorded).
+fn record(
+    recorder: &mut Option<Recorder>,
+    write: impl FnOnce(&mut Recorder) -> std::io::Result<()>,
+) {
+    if let Some(rec) = recorder.as_mut() {
+        if let Err(e) = write(rec) {
+            tracing::error!("recording stopped: {e}");
+            *recorder = None;
+        }
     }
 }

@@ -34,6 +34,10 @@
 //!   (new SSRC). A confirmed jump re-bases the new timeline to continue after what
 //!   is buffered.
 //! - Packets that arrive after their audio was due are dropped and counted.
+//! - Eager playing ([`JitterBuffer::set_eager`], [`JitterBuffer::pull_ready`]) is
+//!   for a consumer that takes audio as it comes, not on a clock (a bot): a frame
+//!   comes out as soon as it is complete, and the target delay is only how long
+//!   a missing frame is waited for before it is concealed.
 
 use codecs::g711::Law;
 use codecs::pcm::{Frame, FRAME_SAMPLES};
@@ -221,6 +225,11 @@ pub struct JitterBuffer {
     peak_late: f64,
 
     underrun_since: Option<u64>,
+    /// Eager playing ([`JitterBuffer::set_eager`]).
+    eager: bool,
+    /// `(ms, ts)`: audio at `ts` arrived (or was due) at `ms`; eager playing
+    /// measures lateness from it.
+    anchor: Option<(u64, u32)>,
     last_frame: Frame,
     last_quiet: bool,
     conceal_left: usize,
@@ -268,6 +277,8 @@ impl JitterBuffer {
             transit_count: 0,
             peak_late: 0.0,
             underrun_since: None,
+            eager: false,
+            anchor: None,
             last_frame: [0; FRAME_SAMPLES],
             last_quiet: true,
             conceal_left: 0,
@@ -361,6 +372,12 @@ impl JitterBuffer {
             // The sender resumes after a silence: play at the target delay
             // rather than after the whole gap.
             self.reanchor(ts);
+        } else if newest && empty && off < 0 && self.eager {
+            // Eager playing went on (with silence) past where the sender
+            // resumes: its timeline did not count the pause, or this packet
+            // was later than the target delay. Nothing is buffered, so
+            // restarting here loses nothing.
+            self.reanchor(ts);
         }
         if newest {
             self.bad_ts = None;
@@ -371,7 +388,17 @@ impl JitterBuffer {
             self.update_jitter(rtp_ts, arrival_ms);
         }
         let ts = rtp_ts.wrapping_add(self.ts_shift);
+        if newest {
+            self.anchor = Some((arrival_ms, ts));
+        }
         self.store(ts, payload, law);
+    }
+
+    /// Switches to eager playing, for a consumer that takes audio as it comes
+    /// rather than on a clock (a bot): [`pull_ready`](Self::pull_ready) instead of
+    /// [`pull`](Self::pull). Call it before the first packet.
+    pub fn set_eager(&mut self) {
+        self.eager = true;
     }
 
     /// Treats the next packet as the start of a new stream (call when the SSRC
@@ -384,10 +411,20 @@ impl JitterBuffer {
         self.bad_ts = None;
     }
 
+    /// The delay a new timeline starts with: none when eager.
+    fn lead(&self, delay: u32) -> u32 {
+        if self.eager {
+            0
+        } else {
+            delay
+        }
+    }
+
     fn start(&mut self, seq: u16, ts: u32, arrival_ms: u64) {
         self.started = true;
         self.ts_shift = 0;
-        self.play_ts = ts.wrapping_sub(self.initial);
+        self.play_ts = ts.wrapping_sub(self.lead(self.initial));
+        self.anchor = Some((arrival_ms, ts));
         self.end_ts = self.play_ts;
         self.reset_seq(seq);
         self.last_arrival = Some((arrival_ms, ts));
@@ -403,7 +440,7 @@ impl JitterBuffer {
     /// holds nothing worth keeping.
     fn reanchor(&mut self, ts: u32) {
         self.present.fill(0);
-        self.play_ts = ts.wrapping_sub(self.target);
+        self.play_ts = ts.wrapping_sub(self.lead(self.target));
         self.end_ts = self.play_ts;
         self.underrun_since = None;
     }
@@ -632,6 +669,50 @@ impl JitterBuffer {
         self.conceal(out)
     }
 
+    /// Eager playing: the next 20 ms as soon as it can be given. A complete
+    /// frame comes out at once, so an in-order stream passes with no added
+    /// delay. A missing frame is waited for until it is the target delay later
+    /// than its neighbours' arrival said it would be, then concealed. Before
+    /// the first packet, silence comes out once per 20 ms of `now_ms`.
+    /// `None`: nothing to give yet. Call it until it gives `None` after each
+    /// packet and on every tick of the call's clock.
+    pub fn pull_ready(&mut self, now_ms: u64, out: &mut Frame) -> Option<Pulled> {
+        let (anchor_ms, anchor_ts) = *self.anchor.get_or_insert((now_ms, self.play_ts));
+        let due_ms = anchor_ms as i64
+            + i64::from(ts_diff(self.play_ts, anchor_ts)) / i64::from(SAMPLES_PER_MS);
+        let now = now_ms as i64;
+        if !self.started {
+            if now < due_ms {
+                return None;
+            }
+            self.play_ts = self.play_ts.wrapping_add(FRAME);
+            out.fill(0);
+            self.stats.silence += 1;
+            return Some(Pulled::Silence);
+        }
+        let level = ts_diff(self.end_ts, self.play_ts);
+        let found = self.frame_state(self.play_ts).0;
+        let complete = found == FRAME_SAMPLES || (found > 0 && level > FRAME as i32);
+        let overdue = now >= due_ms + i64::from(self.target / SAMPLES_PER_MS);
+        let result = if complete || (found > 0 && overdue) {
+            self.take_frame(self.play_ts, out);
+            self.last_frame = *out;
+            self.conceal_left = CONCEAL_GAINS.len();
+            self.stats.played += 1;
+            Pulled::Audio
+        } else if overdue {
+            // Lost, later than the target delay, or the sender paused.
+            self.conceal(out)
+        } else {
+            return None;
+        };
+        self.play_ts = self.play_ts.wrapping_add(FRAME);
+        self.stats.current_delay_ms =
+            ts_diff(self.end_ts, self.play_ts).max(0) as u32 / SAMPLES_PER_MS;
+        self.stats.target_delay_ms = self.target / SAMPLES_PER_MS;
+        Some(result)
+    }
+
     fn conceal(&mut self, out: &mut Frame) -> Pulled {
         let step = CONCEAL_GAINS.len() - self.conceal_left;
         match CONCEAL_GAINS.get(step) {
@@ -775,6 +856,121 @@ mod tests {
     }
 
     const TICK: u64 = 20;
+
+    /// Eager: pulls until nothing is ready; returns which packets came out
+    /// (`None` for concealment or silence).
+    fn drain_ready(jb: &mut JitterBuffer, now: u64) -> Vec<Option<u32>> {
+        let mut got = Vec::new();
+        let mut out = [1i16; FRAME_SAMPLES];
+        while let Some(p) = jb.pull_ready(now, &mut out) {
+            got.push((p == Pulled::Audio).then(|| {
+                (0..256)
+                    .find(|&n| out.iter().all(|&s| s == decoded(n)))
+                    .expect("frame is one packet's audio")
+            }));
+        }
+        got
+    }
+
+    fn eager() -> JitterBuffer {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        jb.set_eager();
+        jb
+    }
+
+    #[test]
+    fn eager_gives_each_packet_the_moment_it_arrives() {
+        let mut jb = eager();
+        let tx = Sender {
+            seq0: 65530,
+            ts0: u32::MAX - 500,
+        };
+        for n in 0..100 {
+            let now = 1000 + u64::from(n) * TICK;
+            tx.push(&mut jb, n, now);
+            assert_eq!(drain_ready(&mut jb, now), vec![Some(n)], "packet {n}");
+            // Nothing more comes out before the next packet is due.
+            assert_eq!(drain_ready(&mut jb, now + TICK - 1), vec![]);
+        }
+        assert_eq!(jb.stats().played, 100);
+        assert_eq!(jb.stats().current_delay_ms, 0);
+    }
+
+    #[test]
+    fn eager_waits_for_a_reordered_packet_and_gives_up_on_a_lost_one() {
+        let mut jb = eager();
+        let tx = Sender { seq0: 7, ts0: 9000 };
+        tx.push(&mut jb, 0, 0);
+        assert_eq!(drain_ready(&mut jb, 0), vec![Some(0)]);
+        // 2 before 1: 2 waits for 1, then both come out in order.
+        tx.push(&mut jb, 2, 40);
+        assert_eq!(drain_ready(&mut jb, 40), vec![]);
+        tx.push(&mut jb, 1, 45);
+        assert_eq!(drain_ready(&mut jb, 45), vec![Some(1), Some(2)]);
+        // 3 is lost: 4 waits until 3 is the target delay (40 ms) overdue.
+        tx.push(&mut jb, 4, 80);
+        assert_eq!(drain_ready(&mut jb, 80), vec![]);
+        assert_eq!(drain_ready(&mut jb, 99), vec![]);
+        assert_eq!(drain_ready(&mut jb, 100), vec![None, Some(4)]);
+        // 3 turning up now is too late.
+        tx.push(&mut jb, 3, 101);
+        assert_eq!(drain_ready(&mut jb, 101), vec![]);
+        assert_eq!(jb.stats().late, 1);
+        assert_eq!(jb.stats().concealed, 1);
+    }
+
+    #[test]
+    fn eager_gives_silence_on_time_when_nothing_comes() {
+        let mut jb = eager();
+        // Before any packet: a frame of silence per 20 ms.
+        assert_eq!(drain_ready(&mut jb, 0), vec![None]);
+        assert_eq!(drain_ready(&mut jb, 19), vec![]);
+        assert_eq!(drain_ready(&mut jb, 20), vec![None]);
+        assert_eq!(drain_ready(&mut jb, 60), vec![None, None]);
+        let tx = Sender { seq0: 1, ts0: 0 };
+        tx.push(&mut jb, 0, 70);
+        assert_eq!(drain_ready(&mut jb, 70), vec![Some(0)]);
+        // The sender pauses: after the target delay, silence every 20 ms.
+        let mut given = 0;
+        for now in 71..=400 {
+            given += drain_ready(&mut jb, now).len();
+        }
+        assert_eq!(given, (400 - 90 - 40) / 20 + 1);
+    }
+
+    #[test]
+    fn eager_follows_a_sender_whose_timestamps_skip_the_pause_or_not() {
+        for counts_pause in [true, false] {
+            let mut jb = eager();
+            let tx = Sender { seq0: 100, ts0: 0 };
+            for n in 0..10 {
+                tx.push(&mut jb, n, u64::from(n) * TICK);
+                assert_eq!(drain_ready(&mut jb, u64::from(n) * TICK), vec![Some(n)]);
+            }
+            // 300 ms of nothing; silence comes out meanwhile.
+            for now in 181..480 {
+                drain_ready(&mut jb, now);
+            }
+            let resume = if counts_pause { 25 } else { 10 };
+            for k in 0..10 {
+                let now = 480 + u64::from(k) * TICK;
+                let n = resume + k;
+                jb.push(
+                    100 + 10 + k as u16,
+                    n * FRAME,
+                    &frame_for(n),
+                    Law::Alaw,
+                    now,
+                );
+                assert_eq!(
+                    drain_ready(&mut jb, now).last(),
+                    Some(&Some(n)),
+                    "counts_pause {counts_pause}, packet {n}"
+                );
+            }
+            assert_eq!(jb.stats().late, 0);
+        }
+    }
 
     #[test]
     fn in_order_stream_plays_every_frame_exactly() {

@@ -58,6 +58,9 @@ const END_REPEATS: usize = 3;
 const DTMF_VOLUME: u8 = 10;
 /// Keys that may wait to be sent.
 const MAX_QUEUED_KEYS: usize = 64;
+const FRAME_MS: i64 = 20;
+/// How far ahead of real time [`RtpStream::play_now`] may move the stream.
+pub const MAX_AHEAD_MS: i64 = 60;
 /// A received key with no packets for this long is reported even without its
 /// end packet.
 const KEY_TIMEOUT_MS: u64 = 500;
@@ -147,6 +150,8 @@ pub struct RtpStats {
     pub dtmf_in: u64,
     /// Keys sent.
     pub dtmf_out: u64,
+    /// Ticks of silence not sent, to pay back frames sent ahead of the clock.
+    pub silence_skipped: u64,
     /// The receive jitter buffer.
     pub jitter: JitterStats,
 }
@@ -243,6 +248,12 @@ pub struct RtpStream {
 
     keys: VecDeque<u8>,
     dtmf_tx: DtmfTx,
+    /// The next audio packet starts a talkspurt (marker bit).
+    talkspurt: bool,
+    /// When the first tick was played, and the ticks played since: how far
+    /// the timestamps run ahead of real time.
+    clock_start_ms: Option<u64>,
+    frames_timed: u64,
 
     stats: RtpStats,
 }
@@ -275,6 +286,9 @@ impl RtpStream {
             last_rx_ms: None,
             keys: VecDeque::with_capacity(8),
             dtmf_tx: DtmfTx::Idle,
+            talkspurt: false,
+            clock_start_ms: None,
+            frames_timed: 0,
             stats: RtpStats::default(),
         }
     }
@@ -397,8 +411,72 @@ impl RtpStream {
     /// the negotiated direction does not let us send, or the far end gave no
     /// address yet.
     pub fn tick(&mut self, now_ms: u64, heard: &Frame, said: &mut Frame, out: &mut Outbox) {
+        self.pull(now_ms, said);
+        self.play(now_ms, heard, out);
+    }
+
+    /// The phone's next 20 ms on the clock, from the jitter buffer: the
+    /// receiving half of [`tick`](Self::tick).
+    pub fn pull(&mut self, now_ms: u64, said: &mut Frame) {
         self.jitter.pull(now_ms, said);
+    }
+
+    /// Eager receiving, for a consumer that takes the phone's audio as it comes
+    /// (a bot) rather than on a clock: call before the first packet, then take
+    /// frames with [`next_ready`](Self::next_ready) and send with
+    /// [`play`](Self::play) instead of [`tick`](Self::tick).
+    pub fn set_eager(&mut self) {
+        self.jitter.set_eager();
+    }
+
+    /// Eager receiving: the phone's next 20 ms as soon as it can be given (see
+    /// [`JitterBuffer::pull_ready`]); `None` until then.
+    pub fn next_ready(&mut self, now_ms: u64, said: &mut Frame) -> Option<()> {
+        self.jitter.pull_ready(now_ms, said).map(|_| ())
+    }
+
+    /// True when [`play_now`](Self::play_now) may send: no key is being sent,
+    /// and the stream runs less than [`MAX_AHEAD_MS`] minus a frame ahead of
+    /// real time.
+    pub fn can_play_now(&self, now_ms: u64) -> bool {
+        self.dtmf_tx == DtmfTx::Idle
+            && self.keys.is_empty()
+            && self.ahead_ms(now_ms) + FRAME_MS < MAX_AHEAD_MS
+    }
+
+    /// Sends `heard` now, ahead of the clock: the first frame of a talkspurt,
+    /// which then goes out with no wait for the next tick (ask
+    /// [`can_play_now`](Self::can_play_now) first). The packet carries the
+    /// marker bit, so the far end may re-time its playout.
+    pub fn play_now(&mut self, now_ms: u64, heard: &Frame, out: &mut Outbox) {
+        self.talkspurt = true;
+        self.play(now_ms, heard, out);
+    }
+
+    /// How far the timestamps sent run ahead of real time, in ms: each
+    /// [`play_now`](Self::play_now) may move them up to a frame ahead.
+    fn ahead_ms(&self, now_ms: u64) -> i64 {
+        match self.clock_start_ms {
+            Some(start) => {
+                self.frames_timed as i64 * FRAME_MS - (now_ms - start.min(now_ms)) as i64
+            }
+            None => 0,
+        }
+    }
+
+    /// Sends `heard` (or the key being sent) for one tick of the call's clock.
+    /// A tick of silence is skipped while the stream runs a frame or more
+    /// ahead of real time, which pays back what [`play_now`](Self::play_now)
+    /// took.
+    pub fn play(&mut self, now_ms: u64, heard: &Frame, out: &mut Outbox) {
         out.clear();
+        let idle = self.dtmf_tx == DtmfTx::Idle && self.keys.is_empty();
+        if idle && self.ahead_ms(now_ms) >= FRAME_MS && heard.iter().all(|&s| s == 0) {
+            self.stats.silence_skipped += 1;
+            return;
+        }
+        self.clock_start_ms.get_or_insert(now_ms);
+        self.frames_timed += 1;
         let can_send = self.neg.direction.sends()
             && !self.remote.ip().is_unspecified()
             && self.remote.port() != 0;
@@ -467,13 +545,14 @@ impl RtpStream {
         let mut payload = [0u8; FRAME_SAMPLES];
         self.neg.law.encode_slice(heard, &mut payload);
         let header = RtpHeader {
-            marker: !self.sent_audio,
+            marker: !self.sent_audio || self.talkspurt,
             payload_type: self.neg.payload_type,
             sequence: self.seq,
             timestamp: self.ts,
             ssrc: self.ssrc,
         };
         self.sent_audio = true;
+        self.talkspurt = false;
         self.send(&header, &payload, out);
     }
 
@@ -611,6 +690,76 @@ mod tests {
         };
         rtp::write(&header, &ev.to_bytes(), &mut pkt);
         pkt
+    }
+
+    /// The headers of what `out` holds.
+    fn sent(out: &Outbox) -> Vec<RtpHeader> {
+        out.iter().map(|(_, p)| rtp::parse(p).unwrap().0).collect()
+    }
+
+    #[test]
+    fn a_talkspurt_starts_at_once_and_the_clock_catches_up_in_silence() {
+        let mut s = stream(Law::Ulaw, "10.0.0.1:4000");
+        let mut out = Outbox::new();
+        let voice = [3000i16; FRAME_SAMPLES];
+        // Ticks at 0, 20, 40 ms; silence.
+        for t in [0, 20, 40] {
+            s.play(t, &SILENCE, &mut out);
+        }
+        let last = sent(&out)[0];
+        // The bot starts talking at 45 ms: the frame goes out now, marked,
+        // and the timestamps go on one frame later.
+        assert!(s.can_play_now(45));
+        s.play_now(45, &voice, &mut out);
+        let h = sent(&out)[0];
+        assert!(h.marker);
+        assert_eq!(h.sequence, last.sequence.wrapping_add(1));
+        assert_eq!(h.timestamp, last.timestamp.wrapping_add(160));
+        // The clock restarts from 45: ticks at 65 and 85 carry audio unmarked.
+        for t in [65, 85] {
+            s.play(t, &voice, &mut out);
+            assert!(!sent(&out)[0].marker);
+        }
+        // 15 ms ahead now. A second early start at 110 (15 ms after the tick
+        // at 105) puts it 30 ms ahead: the silent tick at 130 is skipped, the
+        // one at 150 goes.
+        s.play(105, &SILENCE, &mut out);
+        assert_eq!(out.len(), 1, "15 ms ahead is not a whole frame yet");
+        s.play_now(110, &voice, &mut out);
+        s.play(130, &SILENCE, &mut out);
+        assert_eq!(out.len(), 0);
+        s.play(150, &SILENCE, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.stats().silence_skipped, 1);
+        // Early starts never take the stream 60 ms or more ahead.
+        assert!(s.can_play_now(152));
+        s.play_now(152, &voice, &mut out);
+        assert!(!s.can_play_now(153), "47 ms ahead");
+        s.play(172, &SILENCE, &mut out);
+        assert_eq!(out.len(), 0);
+        s.play(192, &SILENCE, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(s.can_play_now(200));
+        // Audio is never skipped, however far ahead.
+        s.play_now(200, &voice, &mut out);
+        s.play_now(201, &voice, &mut out);
+        s.play(202, &voice, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn eager_receiving_gives_each_packet_as_it_arrives() {
+        let mut s = stream(Law::Ulaw, "10.0.0.1:4000");
+        s.set_eager();
+        let mut said = SILENCE;
+        for n in 0..20u16 {
+            let now = 100 + u64::from(n) * 20;
+            let pkt = audio_packet(n, u32::from(n) * 160, 9, 1000 + n as i16);
+            s.on_datagram(addr("10.0.0.1:4000"), &pkt, now);
+            assert_eq!(s.next_ready(now, &mut said), Some(()));
+            assert!((i32::from(said[0]) - (1000 + i32::from(n))).abs() < 40);
+            assert_eq!(s.next_ready(now, &mut said), None);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use codecs::dtmf::ToneSequencer;
-use codecs::pcm::{Frame, FRAME_BYTES};
+use codecs::pcm::{Frame, FRAME_BYTES, FRAME_SAMPLES};
 use protocol::{Command, ErrorCode, Event, StartInfo, StopReason};
 
 use crate::media::Playout;
@@ -94,6 +94,8 @@ pub struct CallSession {
     /// A pending `session.hangup`: ticks left, and the queue position of its
     /// last sample (audio sent after the hangup is never played).
     hangup_drain: Option<(u32, u64)>,
+    /// The last frame played carried neither bot audio nor tones.
+    silent: bool,
     held: Vec<(ErrorCode, String)>,
     scratch: Vec<u8>,
     pcm: [u8; FRAME_BYTES],
@@ -118,6 +120,7 @@ impl CallSession {
             tones: None,
             pending_digits: String::new(),
             hangup_drain: None,
+            silent: true,
             held: Vec::new(),
             scratch: Vec::new(),
             pcm: [0; FRAME_BYTES],
@@ -147,6 +150,17 @@ impl CallSession {
     /// True once the bot has been sent `stop`.
     pub fn is_stopped(&self) -> bool {
         self.bot == BotState::Stopped
+    }
+
+    /// True when the phone hears silence and a whole frame of bot audio now
+    /// waits: the driver may [`play`](Self::play) it at once instead of on the
+    /// next tick, so what the bot starts to say is not held back.
+    pub fn starts_talkspurt(&self) -> bool {
+        self.answered
+            && self.silent
+            && self.tones.is_none()
+            && self.hangup_drain.is_none()
+            && self.playout.queued_samples() >= FRAME_SAMPLES
     }
 
     /// True when a `session.hangup` is waiting for its audio to play out.
@@ -238,11 +252,13 @@ impl CallSession {
                 self.hangup_drain = None;
                 self.actions.push_back(Action::Hangup);
                 phone_hears.fill(0);
+                self.silent = true;
                 return;
             }
             self.hangup_drain = Some((left - 1, until));
         }
 
+        self.silent = false;
         if let Some(t) = self.tones.as_mut() {
             t.next_frame(phone_hears);
             if t.is_done() {
@@ -251,6 +267,8 @@ impl CallSession {
             }
         } else if self.playout.next_frame(phone_hears) > 0 {
             self.stats.frames_played += 1;
+        } else {
+            self.silent = true;
         }
         self.emit_reached_marks();
     }
@@ -440,7 +458,7 @@ impl CallSession {
 mod tests {
     use super::*;
     use base64::Engine as _;
-    use codecs::pcm::FRAME_SAMPLES;
+
     use protocol::{BotEvent, Direction, MediaFormat};
 
     fn start_info() -> StartInfo {

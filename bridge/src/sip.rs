@@ -3,12 +3,14 @@
 //! registrar with digest authentication.
 //!
 //! Signalling runs in one small task per call; media does not: a [`SipLeg`]
-//! owns the call's RTP socket and is driven by the engine's 20 ms clock like
-//! every other [`PhoneLeg`].
+//! owns the call's RTP socket. The engine's 20 ms clock drives what it sends,
+//! and the socket's readiness what it receives, so a packet from the phone
+//! reaches the bot the moment it arrives.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use codecs::pcm::Frame;
@@ -41,8 +43,8 @@ pub struct PortPool {
 
 /// A bound RTP socket holding its port.
 pub struct RtpPort {
-    /// The socket (non-blocking).
-    pub socket: UdpSocket,
+    /// The socket.
+    pub socket: tokio::net::UdpSocket,
     /// Its port.
     pub port: u16,
     pool: Arc<PortPool>,
@@ -68,13 +70,17 @@ impl PortPool {
         })
     }
 
-    /// Binds the next free port; `None` when every port is taken.
+    /// Binds the next free port; `None` when every port is taken. Call it
+    /// within the runtime.
     pub fn take(self: &Arc<Self>) -> Option<RtpPort> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..free.len() {
             let port = free.pop_front()?;
-            match UdpSocket::bind(SocketAddr::new(self.ip, port)) {
-                Ok(socket) if socket.set_nonblocking(true).is_ok() => {
+            let bound = std::net::UdpSocket::bind(SocketAddr::new(self.ip, port))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .and_then(tokio::net::UdpSocket::from_std);
+            match bound {
+                Ok(socket) => {
                     return Some(RtpPort {
                         socket,
                         port,
@@ -119,7 +125,9 @@ pub struct SipLeg {
     control: mpsc::UnboundedSender<Control>,
     pending: std::collections::VecDeque<LegEvent>,
     outbox: Outbox,
-    buf: Vec<u8>,
+    /// How the phone's audio is taken, once the engine has said
+    /// ([`PhoneLeg::next_said`]).
+    paced: Option<bool>,
     epoch: Instant,
     last_warning: Option<Instant>,
     ended: bool,
@@ -140,7 +148,7 @@ impl SipLeg {
             control,
             pending: Default::default(),
             outbox: Outbox::default(),
-            buf: vec![0; 2048],
+            paced: None,
             epoch: Instant::now(),
             last_warning: None,
             ended: false,
@@ -168,13 +176,17 @@ impl SipLeg {
             return;
         }
         tracing::info!(remote = %neg.remote, law = ?neg.law, te = ?neg.telephone_event, "RTP media starts");
-        self.stream = Some(RtpStream::new(
+        let mut stream = RtpStream::new(
             neg,
             rand::random(),
             rand::random(),
             rand::random(),
             self.jitter,
-        ));
+        );
+        if self.paced == Some(false) {
+            stream.set_eager();
+        }
+        self.stream = Some(stream);
     }
 
     fn drain_signals(&mut self) {
@@ -186,21 +198,32 @@ impl SipLeg {
         }
     }
 
-    fn receive(&mut self) {
+    /// Reads every datagram waiting on the socket. Ready once something was
+    /// read (or the socket failed); pending, with the waker registered, once
+    /// nothing is left.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let now = self.now_ms();
+        let mut got = false;
+        let mut buf = [0u8; 1500];
         loop {
-            let (n, from) = match self.rtp.socket.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
+            let mut rb = tokio::io::ReadBuf::new(&mut buf);
+            let from = match self.rtp.socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => from,
+                Poll::Ready(Err(e)) => {
+                    // An ICMP error from an earlier send, typically: the phone
+                    // is not listening (yet). The socket stays usable.
                     self.warn(format_args!("RTP receive error: {e}"));
-                    break;
+                    return Poll::Ready(());
                 }
+                Poll::Pending if got => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             };
+            got = true;
+            let data = rb.filled();
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            match stream.on_datagram(from, &self.buf[..n], now) {
+            match stream.on_datagram(from, data, now) {
                 RxOutcome::Dtmf(digit, duration_ms) => self
                     .pending
                     .push_back(LegEvent::Dtmf { digit, duration_ms }),
@@ -215,6 +238,22 @@ impl SipLeg {
             }
         }
     }
+
+    /// Reads what is waiting without a task to wake (paced legs).
+    fn receive_now(&mut self) {
+        let waker = std::task::Waker::noop();
+        let _ = self.poll_receive(&mut Context::from_waker(waker));
+    }
+
+    fn send_outbox(&mut self) {
+        for (to, pkt) in self.outbox.packets() {
+            if let Err(e) = self.rtp.socket.try_send_to(pkt, *to) {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::debug!("RTP send to {to}: {e}");
+                }
+            }
+        }
+    }
 }
 
 fn stream_remote(s: &Option<RtpStream>) -> String {
@@ -224,9 +263,8 @@ fn stream_remote(s: &Option<RtpStream>) -> String {
 }
 
 impl PhoneLeg for SipLeg {
-    fn tick(&mut self, heard: &Frame, said: &mut Frame) {
+    fn tick(&mut self, heard: &Frame) {
         self.drain_signals();
-        self.receive();
         let now = self.now_ms();
         match self.stream.as_mut() {
             Some(stream) if !self.ended => {
@@ -235,16 +273,54 @@ impl PhoneLeg for SipLeg {
                     self.pending
                         .push_back(LegEvent::Dtmf { digit, duration_ms });
                 }
-                stream.tick(now, heard, said, &mut self.outbox);
-                for (to, pkt) in self.outbox.packets() {
-                    if let Err(e) = self.rtp.socket.send_to(pkt, *to) {
-                        if e.kind() != std::io::ErrorKind::WouldBlock {
-                            tracing::debug!("RTP send to {to}: {e}");
-                        }
-                    }
-                }
+                stream.play(now, heard, &mut self.outbox);
+                self.send_outbox();
             }
-            _ => said.fill(0),
+            _ => {}
+        }
+    }
+
+    fn next_said(&mut self, said: &mut Frame, paced: bool) -> bool {
+        if self.paced.is_none() {
+            self.paced = Some(paced);
+            if let (false, Some(stream)) = (paced, self.stream.as_mut()) {
+                stream.set_eager();
+            }
+        }
+        let now = self.now_ms();
+        if paced {
+            self.receive_now();
+            match self.stream.as_mut() {
+                Some(stream) if !self.ended => {
+                    stream.pull(now, said);
+                }
+                _ => said.fill(0),
+            }
+            return true;
+        }
+        match self.stream.as_mut() {
+            Some(stream) if !self.ended => stream.next_ready(now, said).is_some(),
+            _ => false,
+        }
+    }
+
+    fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_receive(cx)
+    }
+
+    fn ready_to_play_now(&self) -> bool {
+        let now = self.now_ms();
+        match self.stream.as_ref() {
+            Some(stream) if !self.ended => stream.can_play_now(now),
+            _ => false,
+        }
+    }
+
+    fn play_now(&mut self, heard: &Frame) {
+        let now = self.now_ms();
+        if let Some(stream) = self.stream.as_mut() {
+            stream.play_now(now, heard, &mut self.outbox);
+            self.send_outbox();
         }
     }
 

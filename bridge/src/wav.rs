@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use codecs::pcm::Frame;
+use std::collections::VecDeque;
+
+use codecs::pcm::{Frame, SILENCE};
 
 pub use codecs::wav::{parse, Pcm};
 
@@ -25,27 +27,82 @@ pub fn read(path: &Path) -> Result<Pcm, WavError> {
     Ok(parse(&std::fs::read(path)?)?)
 }
 
+/// Frames one side may run ahead of the other before the other is written as
+/// silence (200 ms).
+const MAX_UNPAIRED: usize = 10;
+
 /// Writes a call's audio as it happens: the caller in the left channel, the
 /// other party (the bot) in the right. The header's sizes are fixed on `finish`.
+///
+/// The two sides may come at their own times ([`said`](Self::said) as the
+/// phone's packets arrive, [`heard`](Self::heard) on the call's clock): frames
+/// are paired in order, and a side that runs more than 200 ms ahead is paired
+/// with silence.
 pub struct Recorder {
     out: BufWriter<File>,
     path: PathBuf,
     frames: u64,
     scratch: Vec<u8>,
+    /// Frames of one side waiting for the other; `unpaired_said` says which.
+    unpaired: VecDeque<Frame>,
+    unpaired_said: bool,
 }
 
 impl Recorder {
     /// Creates the file, writing a header with provisional sizes.
     pub fn create(path: &Path) -> io::Result<Self> {
         let file = File::create(path)?;
-        let mut out = BufWriter::with_capacity(32 * 1024, file);
+        // 8 KiB: about 130 ms of stereo audio per write, and little memory
+        // per call.
+        let mut out = BufWriter::with_capacity(8 * 1024, file);
         out.write_all(&header(0))?;
         Ok(Recorder {
             out,
             path: path.to_owned(),
             frames: 0,
             scratch: Vec::with_capacity(4 * codecs::pcm::FRAME_SAMPLES),
+            unpaired: VecDeque::new(),
+            unpaired_said: false,
         })
+    }
+
+    /// 20 ms the caller said.
+    pub fn said(&mut self, frame: &Frame) -> io::Result<()> {
+        self.side(frame, true)
+    }
+
+    /// 20 ms the caller heard.
+    pub fn heard(&mut self, frame: &Frame) -> io::Result<()> {
+        self.side(frame, false)
+    }
+
+    fn side(&mut self, frame: &Frame, said: bool) -> io::Result<()> {
+        if self.unpaired.is_empty() || self.unpaired_said == said {
+            self.unpaired_said = said;
+            self.unpaired.push_back(*frame);
+            if self.unpaired.len() > MAX_UNPAIRED {
+                return self.write_unpaired();
+            }
+            return Ok(());
+        }
+        let other = self.unpaired.pop_front().expect("not empty");
+        if said {
+            self.write(frame, &other)
+        } else {
+            self.write(&other, frame)
+        }
+    }
+
+    /// Writes the oldest unpaired frame against silence.
+    fn write_unpaired(&mut self) -> io::Result<()> {
+        let Some(frame) = self.unpaired.pop_front() else {
+            return Ok(());
+        };
+        if self.unpaired_said {
+            self.write(&frame, &SILENCE)
+        } else {
+            self.write(&SILENCE, &frame)
+        }
     }
 
     /// Appends 20 ms: what the caller said and what the caller heard.
@@ -61,6 +118,9 @@ impl Recorder {
 
     /// Fixes the header and closes the file; returns its path.
     pub fn finish(mut self) -> io::Result<PathBuf> {
+        while !self.unpaired.is_empty() {
+            self.write_unpaired()?;
+        }
         let data = self.frames * codecs::pcm::FRAME_SAMPLES as u64 * 4;
         let data = u32::try_from(data).unwrap_or(u32::MAX - 44);
         self.out.flush()?;
@@ -114,6 +174,33 @@ mod tests {
         assert_eq!(&left[..160], &a[..]);
         assert_eq!(&left[160..], &b[..]);
         assert_eq!(&right[..160], &b[..]);
+    }
+
+    #[test]
+    fn sides_coming_at_their_own_times_are_paired_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.wav");
+        let mut rec = Recorder::create(&path).unwrap();
+        let frame = |v: i16| -> Frame { [v; 160] };
+        // Said 1, 2 before heard 10, 20; then heard 30 before said 3.
+        rec.said(&frame(1)).unwrap();
+        rec.said(&frame(2)).unwrap();
+        rec.heard(&frame(10)).unwrap();
+        rec.heard(&frame(20)).unwrap();
+        rec.heard(&frame(30)).unwrap();
+        rec.said(&frame(3)).unwrap();
+        // The phone says nothing for a while: what it heard is kept, paired
+        // with silence beyond 200 ms.
+        for v in 40..52 {
+            rec.heard(&frame(v)).unwrap();
+        }
+        rec.finish().unwrap();
+        let pcm = read(&path).unwrap();
+        let per_frame = |ch: Vec<i16>| ch.chunks(160).map(|c| c[0]).collect::<Vec<_>>();
+        let left = per_frame(pcm.channel(0));
+        let right = per_frame(pcm.channel(1));
+        assert_eq!(left, [vec![1, 2, 3], vec![0; 12]].concat());
+        assert_eq!(right, [vec![10, 20, 30], (40..52).collect()].concat());
     }
 
     #[test]
