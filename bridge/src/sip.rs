@@ -204,11 +204,15 @@ impl SipLeg {
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let now = self.now_ms();
         let mut got = false;
-        let mut buf = [0u8; 1500];
+        // Not zeroed: the socket writes what is read.
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
         loop {
-            let mut rb = tokio::io::ReadBuf::new(&mut buf);
-            let from = match self.rtp.socket.poll_recv_from(cx, &mut rb) {
-                Poll::Ready(Ok(from)) => from,
+            let mut rb = tokio::io::ReadBuf::uninit(&mut buf);
+            match self.rtp.socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => {
+                    got = true;
+                    self.on_datagram(from, rb.filled(), now);
+                }
                 Poll::Ready(Err(e)) => {
                     // An ICMP error from an earlier send, typically: the phone
                     // is not listening (yet). The socket stays usable.
@@ -217,32 +221,43 @@ impl SipLeg {
                 }
                 Poll::Pending if got => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
-            };
-            got = true;
-            let data = rb.filled();
-            let Some(stream) = self.stream.as_mut() else {
-                continue;
-            };
-            match stream.on_datagram(from, data, now) {
-                RxOutcome::Dtmf(digit, duration_ms) => self
-                    .pending
-                    .push_back(LegEvent::Dtmf { digit, duration_ms }),
-                RxOutcome::Malformed(why) => self.warn(format_args!(
-                    "ignored a malformed RTP packet from {from}: {why}"
-                )),
-                RxOutcome::UnexpectedSource(src) => self.warn(format_args!(
-                    "ignored RTP from unexpected source {src} (media comes from {})",
-                    stream_remote(&self.stream)
-                )),
-                _ => {}
             }
         }
     }
 
-    /// Reads what is waiting without a task to wake (paced legs).
+    /// Reads what is waiting, without registering for a wake-up.
     fn receive_now(&mut self) {
-        let waker = std::task::Waker::noop();
-        let _ = self.poll_receive(&mut Context::from_waker(waker));
+        let now = self.now_ms();
+        let mut buf = [0u8; 1500];
+        loop {
+            match self.rtp.socket.try_recv_from(&mut buf) {
+                Ok((n, from)) => self.on_datagram(from, &buf[..n], now),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.warn(format_args!("RTP receive error: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: u64) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        match stream.on_datagram(from, data, now) {
+            RxOutcome::Dtmf(digit, duration_ms) => self
+                .pending
+                .push_back(LegEvent::Dtmf { digit, duration_ms }),
+            RxOutcome::Malformed(why) => self.warn(format_args!(
+                "ignored a malformed RTP packet from {from}: {why}"
+            )),
+            RxOutcome::UnexpectedSource(src) => self.warn(format_args!(
+                "ignored RTP from unexpected source {src} (media comes from {})",
+                stream_remote(&self.stream)
+            )),
+            _ => {}
+        }
     }
 
     fn send_outbox(&mut self) {
@@ -266,6 +281,17 @@ impl PhoneLeg for SipLeg {
     fn tick(&mut self, heard: &Frame) {
         self.drain_signals();
         let now = self.now_ms();
+        // Nothing for a frame's time: look at the socket before the jitter
+        // buffer takes a packet for late, in case a busy machine has not yet
+        // run the wake-up for it.
+        if self.paced == Some(false)
+            && self
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.last_rx_ms().is_none_or(|t| now.saturating_sub(t) > 20))
+        {
+            self.receive_now();
+        }
         match self.stream.as_mut() {
             Some(stream) if !self.ended => {
                 // A key whose end packets were all lost still counts, once.
