@@ -1,17 +1,18 @@
-//! The bot's WebSocket: connecting (ws:// and wss:// with headers), and the thin
-//! I/O task that moves frames between the socket and the call's session.
+//! The bot's WebSocket: connecting (ws:// and wss:// with headers), and the
+//! [`Link`] through which the call's task moves frames between the socket and
+//! its session.
 //!
 //! The protocol itself lives in [`crate::session`]; this module only carries
 //! bytes, answers for liveness (pings), and reports a lost bot.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -199,135 +200,166 @@ pub struct Liveness {
     pub pong_timeout: Duration,
 }
 
-/// Media events queued towards a bot and not yet written to its socket.
-#[derive(Debug, Default)]
-pub struct Backlog(AtomicUsize);
-
-impl Backlog {
-    /// Frames waiting.
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// One more frame queued.
-    pub fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    fn done(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Runs one bot socket until the call drops `out` (then it sends what is left,
-/// closes the socket politely and returns) or the bot is lost.
-pub async fn run(
+/// An open bot socket, driven by the call's own task: events queue with
+/// [`Link::send`] and go out while the call waits in
+/// [`Link::poll_input`], which also answers for liveness (pings) and gives
+/// what the bot sends. No task of its own, no channels: one wake-up per
+/// packet fewer each way.
+pub struct Link {
     ws: BotSocket,
-    mut out: mpsc::UnboundedReceiver<Outgoing>,
-    input: mpsc::Sender<BotInput>,
-    backlog: Arc<Backlog>,
+    /// Frames not yet handed to the socket, and whether each is `media`.
+    queue: VecDeque<(Message, bool)>,
+    media_queued: usize,
+    /// Frames were handed to the socket and a flush is still in progress.
+    flushing: bool,
+    ping: tokio::time::Interval,
+    last_pong: Instant,
     live: Liveness,
-) {
-    let (mut sink, mut stream) = ws.split();
-    let mut ping = tokio::time::interval_at(Instant::now() + live.ping_every, live.ping_every);
-    let mut last_pong = Instant::now();
-    let mut lost: Option<String> = None;
-    loop {
-        tokio::select! {
-            biased;
-            msg = out.recv() => {
-                let Some(first) = msg else { break };
-                // A bot that stops reading without closing (host gone, network
-                // cut) fills the socket buffer and a write never finishes: the
-                // pong deadline bounds the write too.
-                let deadline = last_pong + live.pong_timeout;
-                let wrote = tokio::time::timeout_at(
-                    deadline,
-                    write_batch(&mut sink, first, &mut out, &backlog),
-                )
-                .await;
-                match wrote {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => { lost = Some(format!("write failed: {e}")); break; }
-                    Err(_) => {
-                        lost = Some(format!(
-                            "bot stopped reading: no pong and writes stuck for {} s",
-                            live.pong_timeout.as_secs()
-                        ));
-                        break;
-                    }
-                }
-            }
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(t))) => {
-                    if input.send(BotInput::Text(t)).await.is_err() { break; }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    if input.send(BotInput::Binary(b)).await.is_err() { break; }
-                }
-                Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
-                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Frame(_))) => {}
-                Some(Ok(Message::Close(c))) => {
-                    lost = Some(match c {
-                        Some(c) => format!("bot closed the socket ({} {})", u16::from(c.code), c.reason),
-                        None => "bot closed the socket".into(),
-                    });
-                    break;
-                }
-                Some(Err(e)) => { lost = Some(format!("socket error: {e}")); break; }
-                None => { lost = Some("bot socket ended".into()); break; }
-            },
-            _ = ping.tick() => {
-                if last_pong.elapsed() > live.pong_timeout {
-                    lost = Some(format!("no pong for {} s", live.pong_timeout.as_secs()));
-                    break;
-                }
-                let deadline = last_pong + live.pong_timeout;
-                let sent = tokio::time::timeout_at(deadline, sink.send(Message::Ping(Bytes::new()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    lost = Some("ping could not be sent".into());
-                    break;
-                }
-            }
-        }
-    }
-    match lost {
-        Some(why) => {
-            let _ = input.send(BotInput::Lost(why)).await;
-            let _ = sink.close().await;
-        }
-        None => {
-            // The call is over and `stop` was written: close, and give the bot a
-            // moment to answer the close handshake.
-            let _ = sink.close().await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(Ok(_)) = stream.next().await {}
-            })
-            .await;
-        }
-    }
 }
 
-/// Writes `first` and everything else already queued, then flushes once.
-async fn write_batch(
-    sink: &mut futures::stream::SplitSink<BotSocket, Message>,
-    first: Outgoing,
-    out: &mut mpsc::UnboundedReceiver<Outgoing>,
-    backlog: &Backlog,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    let mut next = Some(first);
-    while let Some(o) = next {
-        if o.is_media {
-            backlog.done();
+impl Link {
+    /// Takes over an open socket.
+    pub fn new(ws: BotSocket, live: Liveness) -> Link {
+        let mut ping = tokio::time::interval_at(Instant::now() + live.ping_every, live.ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Link {
+            ws,
+            queue: VecDeque::new(),
+            media_queued: 0,
+            flushing: false,
+            ping,
+            last_pong: Instant::now(),
+            live,
         }
-        next = out.try_recv().ok();
+    }
+
+    /// Queues an event; it goes out on the next [`poll_input`](Self::poll_input).
+    pub fn send(&mut self, o: Outgoing) {
         // The session writes only JSON text; a frame that is not UTF-8 would be
         // a bug, logged rather than sent corrupt.
         let Ok(text) = Utf8Bytes::try_from(o.text) else {
             tracing::error!("dropped an outgoing event that is not UTF-8");
-            continue;
+            return;
         };
-        sink.feed(Message::Text(text)).await?;
+        if o.is_media {
+            self.media_queued += 1;
+        }
+        self.queue.push_back((Message::Text(text), o.is_media));
     }
-    sink.flush().await
+
+    /// `media` events queued and not yet handed to the socket: how far behind
+    /// a bot that does not keep up is.
+    pub fn backlog(&self) -> usize {
+        self.media_queued
+    }
+
+    /// Writes what is queued (as far as the socket takes it) and waits for the
+    /// bot: ready with what it sent, or with [`BotInput::Lost`] once it is
+    /// gone (closed, failed, or no pong within the timeout, which also bounds
+    /// writes a bot that stopped reading leaves stuck).
+    pub fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<BotInput> {
+        loop {
+            while self.ping.poll_tick(cx).is_ready() {
+                if self.last_pong.elapsed() > self.live.pong_timeout {
+                    let secs = self.live.pong_timeout.as_secs();
+                    return Poll::Ready(BotInput::Lost(if self.flushing {
+                        format!("bot stopped reading: no pong and writes stuck for {secs} s")
+                    } else {
+                        format!("no pong for {secs} s")
+                    }));
+                }
+                self.queue.push_front((Message::Ping(Bytes::new()), false));
+            }
+            if let Err(e) = self.poll_write(cx) {
+                return Poll::Ready(BotInput::Lost(format!("write failed: {e}")));
+            }
+            let frame = match self.ws.poll_next_unpin(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => return Poll::Pending,
+            };
+            return Poll::Ready(match frame {
+                Some(Ok(Message::Text(t))) => BotInput::Text(t),
+                Some(Ok(Message::Binary(b))) => BotInput::Binary(b),
+                Some(Ok(Message::Pong(_))) => {
+                    self.last_pong = Instant::now();
+                    continue;
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    // The socket queued the pong; it goes with the next flush.
+                    self.flushing = true;
+                    continue;
+                }
+                Some(Ok(Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(c))) => BotInput::Lost(match c {
+                    Some(c) => {
+                        format!("bot closed the socket ({} {})", u16::from(c.code), c.reason)
+                    }
+                    None => "bot closed the socket".into(),
+                }),
+                Some(Err(e)) => BotInput::Lost(format!("socket error: {e}")),
+                None => BotInput::Lost("bot socket ended".into()),
+            });
+        }
+    }
+
+    /// Hands queued frames to the socket once the previous batch is flushed,
+    /// then flushes: one write for everything queued.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        if self.flushing {
+            match self.ws.poll_flush_unpin(cx) {
+                Poll::Ready(r) => {
+                    r?;
+                    self.flushing = false;
+                }
+                Poll::Pending => return Ok(()),
+            }
+        }
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        while let Some((msg, media)) = self.queue.pop_front() {
+            match self.ws.poll_ready_unpin(cx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => {
+                    self.queue.push_front((msg, media));
+                    break;
+                }
+            }
+            if media {
+                self.media_queued -= 1;
+            }
+            self.ws.start_send_unpin(msg)?;
+        }
+        self.flushing = true;
+        match self.ws.poll_flush_unpin(cx) {
+            Poll::Ready(r) => {
+                r?;
+                self.flushing = false;
+            }
+            Poll::Pending => {}
+        }
+        Ok(())
+    }
+
+    /// The call is over: sends what is queued (its `stop`), closes the socket
+    /// and gives the bot a moment to answer the close, within `limit`.
+    pub async fn finish(mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            for (msg, _) in std::mem::take(&mut self.queue) {
+                if self.ws.feed(msg).await.is_err() {
+                    return;
+                }
+            }
+            if self.ws.close(None).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

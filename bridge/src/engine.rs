@@ -1,10 +1,12 @@
 //! The call engine: places calls, runs each live call on its 20 ms clock, and
 //! records what happened.
 //!
-//! One task per call drives a [`PhoneLeg`] (the phone side) and a
-//! [`CallSession`] (the bot side) from one clock tick, so both directions share
-//! a timer. The bot socket has its own small I/O task ([`crate::botlink::run`]);
-//! a slow bot never blocks the phone side: its media is skipped, not queued
+//! One task per call drives a [`PhoneLeg`] (the phone side), a [`CallSession`]
+//! (the bot side) and the bot's socket ([`botlink::Link`]). It wakes for three
+//! things: the phone's packets, which go to the bot as they arrive; the bot's
+//! messages, whose first frame of audio after silence goes to the phone at once;
+//! and a 20 ms clock, which paces the rest of the bot's audio to the phone. A
+//! slow bot never blocks the phone side: its media is skipped, not queued
 //! without bound.
 
 use std::path::PathBuf;
@@ -16,10 +18,10 @@ use chrono::{DateTime, Utc};
 use codecs::pcm::{Frame, FRAME_SAMPLES};
 use protocol::{Direction, MediaFormat, StartInfo, StopReason};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::time::MissedTickBehavior;
 
-use crate::botlink::{self, Backlog, BotInput, Liveness};
+use crate::botlink::{self, BotInput, Liveness};
 use crate::carrier::{LegEvent, PhoneLeg, Route, SimCarrier};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -378,11 +380,9 @@ impl Engine {
                 inband_dtmf: !leg.takes_out_of_band_dtmf(),
             },
         );
-        let (in_tx, mut in_rx) = mpsc::channel::<BotInput>(64);
-        let mut out_tx: Option<mpsc::UnboundedSender<crate::session::Outgoing>> = None;
-        let backlog = Arc::new(Backlog::default());
         let mut connecting = None;
-        let mut link = None;
+        let mut link: Option<botlink::Link> = None;
+        let mut bot_lost = false;
         if inbound || !connect_ws_after_answer {
             connecting = Some(self.connect_bot(&target));
         }
@@ -415,9 +415,7 @@ impl Engine {
                     match res {
                         Ok(Ok(ws)) => {
                             tracing::info!(url = %target.url, "bot connected");
-                            let (tx, handle) = self.open_link(ws, in_tx.clone(), backlog.clone());
-                            link = Some(handle);
-                            out_tx = Some(tx);
+                            link = Some(self.open_link(ws));
                             session.on_bot_connected();
                             if inbound {
                                 // Inbound calls are answered once their bot is there.
@@ -436,12 +434,13 @@ impl Engine {
                         }
                     }
                 }
-                Some(input) = in_rx.recv() => {
+                input = std::future::poll_fn(|cx| link.as_mut().expect("guarded").poll_input(cx)), if link.is_some() => {
                     match input {
                         BotInput::Text(t) => session.on_bot_text(&t),
                         BotInput::Binary(b) => session.on_bot_binary(&b),
                         BotInput::Lost(why) => {
                             tracing::warn!("bot lost: {why}");
+                            bot_lost = true;
                             session.on_bot_lost();
                             let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                             break 'call End::new(state, "bot_lost", None);
@@ -460,7 +459,7 @@ impl Engine {
                     // The phone's audio goes to the bot as soon as it arrives.
                     while leg.next_said(&mut said, false) {
                         if answered_at.is_some() {
-                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
+                            session.hear(&said, backlog(&link) > MAX_BOT_BACKLOG);
                             record(&mut recorder, |r| r.said(&said));
                         }
                     }
@@ -490,7 +489,7 @@ impl Engine {
                                     .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
                                     .ok();
                                 session.on_answer();
-                                if out_tx.is_none() && connecting.is_none() {
+                                if link.is_none() && connecting.is_none() {
                                     connecting = Some(self.connect_bot(&target));
                                 }
                             }
@@ -521,7 +520,7 @@ impl Engine {
                     }
                     while leg.next_said(&mut said, false) {
                         if answered_at.is_some() {
-                            session.hear(&said, backlog.get() > MAX_BOT_BACKLOG);
+                            session.hear(&said, backlog(&link) > MAX_BOT_BACKLOG);
                             record(&mut recorder, |r| r.said(&said));
                         }
                     }
@@ -530,7 +529,7 @@ impl Engine {
                             let now = session.stats();
                             metrics.add_session(&counted, &now);
                             counted = now;
-                            Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, backlog.get() as i64);
+                            Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, backlog(&link) as i64);
                             Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, session.queued_samples() as i64);
                             if ticks - at >= max_ticks {
                                 break 'call End::new(CallState::Completed, "max_duration", Some(StopReason::MaxDuration));
@@ -545,7 +544,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some(end) = self.pump(&mut session, &out_tx, &backlog, &mut *leg) {
+            if let Some(end) = self.pump(&mut session, &mut link, &mut *leg) {
                 hangup_after_keys = Some((end, ticks));
             }
             // Keys the bot sent just before hanging up go out first (bounded).
@@ -567,9 +566,7 @@ impl Engine {
             let limit = Duration::from_millis(self.cfg.bot.connect_timeout_ms);
             match tokio::time::timeout(limit, &mut pending).await {
                 Ok(Ok(Ok(ws))) if end.stop.is_some() => {
-                    let (tx, handle) = self.open_link(ws, in_tx.clone(), backlog.clone());
-                    link = Some(handle);
-                    out_tx = Some(tx);
+                    link = Some(self.open_link(ws));
                     session.on_bot_connected();
                 }
                 Ok(_) => {}
@@ -579,8 +576,7 @@ impl Engine {
         if let Some(reason) = end.stop {
             session.finish(reason);
         }
-        self.pump(&mut session, &out_tx, &backlog, &mut *leg);
-        drop(out_tx);
+        self.pump(&mut session, &mut link, &mut *leg);
         if !end.leg_done {
             leg.hangup();
         }
@@ -595,8 +591,8 @@ impl Engine {
         self.conclude(id, end, recording, dtmf_input, report);
         // Let the bot's socket deliver `stop` and close politely before the call
         // counts as over (a shutdown waits for that).
-        if let Some(link) = link {
-            let _ = tokio::time::timeout(Duration::from_secs(3), link).await;
+        if let Some(link) = link.filter(|_| !bot_lost) {
+            link.finish(Duration::from_secs(3)).await;
         }
     }
 
@@ -925,16 +921,12 @@ impl Engine {
     fn pump(
         &self,
         session: &mut CallSession,
-        out: &Option<mpsc::UnboundedSender<crate::session::Outgoing>>,
-        backlog: &Backlog,
+        link: &mut Option<botlink::Link>,
         leg: &mut dyn PhoneLeg,
     ) -> Option<End> {
         while let Some(ev) = session.poll_event() {
-            if let Some(tx) = out {
-                if ev.is_media {
-                    backlog.add();
-                }
-                let _ = tx.send(ev);
+            if let Some(link) = link.as_mut() {
+                link.send(ev);
             }
         }
         let mut end = None;
@@ -958,23 +950,13 @@ impl Engine {
         end
     }
 
-    /// Starts the I/O task of an open bot socket; returns where to send events.
-    fn open_link(
-        &self,
-        ws: botlink::BotSocket,
-        input: mpsc::Sender<BotInput>,
-        backlog: Arc<Backlog>,
-    ) -> (
-        mpsc::UnboundedSender<crate::session::Outgoing>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Takes over an open bot socket.
+    fn open_link(&self, ws: botlink::BotSocket) -> botlink::Link {
         let live = Liveness {
             ping_every: Duration::from_secs(self.cfg.bot.ping_interval_secs.max(1)),
             pong_timeout: Duration::from_secs(self.cfg.bot.pong_timeout_secs.max(1)),
         };
-        let handle = tokio::spawn(botlink::run(ws, rx, input, backlog, live));
-        (tx, handle)
+        botlink::Link::new(ws, live)
     }
 
     fn connect_bot(
@@ -1072,4 +1054,9 @@ fn record(
             *recorder = None;
         }
     }
+}
+
+/// `media` events waiting for a bot's socket.
+fn backlog(link: &Option<botlink::Link>) -> usize {
+    link.as_ref().map_or(0, |l| l.backlog())
 }
