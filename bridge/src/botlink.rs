@@ -160,7 +160,7 @@ pub async fn connect(
     // the default 128 KiB that memset was a fifth of the bridge's CPU under load
     // (perf, 200 calls) and most of its memory per call. A 20 ms delta is under
     // 1 KiB; larger messages simply take several reads.
-    ws_cfg.read_buffer_size = 4096;
+    ws_cfg.read_buffer_size = 2048;
     let fut = tokio_tungstenite::connect_async_tls_with_config(
         req,
         Some(ws_cfg),

@@ -574,11 +574,13 @@ impl JitterBuffer {
             self.stats.discarded += 1;
             return;
         }
-        for (i, &code) in payload.iter().enumerate().take(room).skip(skip) {
-            let idx = (ts.wrapping_add(i as u32) & self.mask) as usize;
-            self.samples[idx] = law.decode(code);
-        }
+        // At most two runs: up to the ring's end, then from its start.
         let from = ts.wrapping_add(skip as u32);
+        let codes = &payload[skip..room];
+        let start = (from & self.mask) as usize;
+        let first = (self.samples.len() - start).min(codes.len());
+        law.decode_slice(&codes[..first], &mut self.samples[start..start + first]);
+        law.decode_slice(&codes[first..], &mut self.samples[..codes.len() - first]);
         for (w, mask) in present_words(self.mask, from, (room - skip) as u32) {
             self.present[w] |= mask;
         }

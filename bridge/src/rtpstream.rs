@@ -5,6 +5,11 @@
 //! receives to [`RtpStream::on_datagram`], and calls [`RtpStream::tick`] every
 //! 20 ms with the frame to play to the phone; `tick` fills the frame the phone
 //! said (from the [jitter buffer](crate::jitter)) and the packets to send.
+//! A driver feeding a bot, which takes audio as it comes, works eagerly instead
+//! ([`RtpStream::set_eager`]): it takes the phone's frames with
+//! [`RtpStream::next_ready`] after each datagram and each tick, sends on the
+//! clock with [`RtpStream::play`], and sends the first frame of a talkspurt at
+//! once with [`RtpStream::play_now`].
 //!
 //! - Symmetric RTP: the first valid packet of ours latches its source as the
 //!   address we send to (phones behind NAT send from somewhere other than their

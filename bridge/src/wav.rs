@@ -42,7 +42,6 @@ pub struct Recorder {
     out: BufWriter<File>,
     path: PathBuf,
     frames: u64,
-    scratch: Vec<u8>,
     /// Frames of one side waiting for the other; `unpaired_said` says which.
     unpaired: VecDeque<Frame>,
     unpaired_said: bool,
@@ -60,7 +59,6 @@ impl Recorder {
             out,
             path: path.to_owned(),
             frames: 0,
-            scratch: Vec::with_capacity(4 * codecs::pcm::FRAME_SAMPLES),
             unpaired: VecDeque::new(),
             unpaired_said: false,
         })
@@ -107,13 +105,13 @@ impl Recorder {
 
     /// Appends 20 ms: what the caller said and what the caller heard.
     pub fn write(&mut self, caller: &Frame, other: &Frame) -> io::Result<()> {
-        self.scratch.clear();
-        for (a, b) in caller.iter().zip(other.iter()) {
-            self.scratch.extend_from_slice(&a.to_le_bytes());
-            self.scratch.extend_from_slice(&b.to_le_bytes());
+        let mut bytes = [0u8; 4 * codecs::pcm::FRAME_SAMPLES];
+        for ((out, a), b) in bytes.chunks_exact_mut(4).zip(caller).zip(other) {
+            out[..2].copy_from_slice(&a.to_le_bytes());
+            out[2..].copy_from_slice(&b.to_le_bytes());
         }
         self.frames += 1;
-        self.out.write_all(&self.scratch)
+        self.out.write_all(&bytes)
     }
 
     /// Fixes the header and closes the file; returns its path.
