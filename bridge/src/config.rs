@@ -38,7 +38,9 @@ pub struct SipConfig {
     pub rtp_port_min: u16,
     /// Last RTP port.
     pub rtp_port_max: u16,
-    /// Target jitter-buffer delay, in ms (it adapts between 40 and 200).
+    /// Starting delay of the jitter buffer between two bridged phones, in ms
+    /// (it adapts between 40 and 200). Audio for a bot is not delayed: it goes
+    /// out as it arrives.
     pub jitter_ms: u32,
     /// Realm of the registrar's digest challenges.
     pub realm: String,
