@@ -568,9 +568,11 @@ impl JitterBuffer {
         }
         let skip = (-off).max(0) as usize;
         let room = (i64::from(self.capacity()) - off).clamp(0, len) as usize;
-        if room <= skip {
-            // Further ahead than the ring reaches (only an old-numbered packet
-            // with a new timestamp gets here).
+        if room < payload.len() {
+            // Further ahead than the ring reaches (the ring is full, or an
+            // old-numbered packet has a new timestamp). Keeping the part that
+            // fits would end the audio mid-frame and put every later frame
+            // across two packets: the whole packet goes.
             self.stats.discarded += 1;
             return;
         }
@@ -1043,6 +1045,55 @@ mod tests {
         }
         let st = jb.stats();
         assert_eq!(given + st.late, 250, "{st:?}");
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_ring_never_splits_frames() {
+        // A task that ran a second late reads 1.2 s of packets at once: what
+        // does not fit is dropped whole, and every frame that comes out, then
+        // and after, is one whole packet.
+        for eager_mode in [true, false] {
+            let mut jb = if eager_mode {
+                eager()
+            } else {
+                JitterBuffer::new(JitterConfig::default())
+            };
+            let tx = Sender { seq0: 10, ts0: 3 };
+            let mut out = [0i16; FRAME_SAMPLES];
+            tx.push(&mut jb, 0, 0);
+            for n in 1..60 {
+                tx.push(&mut jb, n, 1200);
+            }
+            let mut whole = 0;
+            for t in 0..200u32 {
+                let now = 1200 + u64::from(t) * TICK;
+                if t > 0 {
+                    tx.push(&mut jb, 60 + t, now);
+                }
+                let mut check = |p: Pulled, out: &Frame| {
+                    if p == Pulled::Audio {
+                        assert!(
+                            (0..256).any(|n| out.iter().all(|&s| s == decoded(n))),
+                            "eager {eager_mode}: a frame across two packets at {now} ms"
+                        );
+                        whole += 1;
+                    }
+                };
+                if eager_mode {
+                    while let Some(p) = jb.pull_ready(now, &mut out) {
+                        check(p, &out);
+                    }
+                } else {
+                    let p = jb.pull(now, &mut out);
+                    check(p, &out);
+                }
+            }
+            assert!(
+                whole > 150,
+                "eager {eager_mode}: {whole} frames, {:?}",
+                jb.stats()
+            );
+        }
     }
 
     #[test]

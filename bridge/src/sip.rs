@@ -115,6 +115,10 @@ enum Control {
     Hangup,
 }
 
+/// Datagrams read from an RTP socket before the call's task takes the frames
+/// they make (160 ms of audio).
+const RECEIVE_BATCH: usize = 8;
+
 /// A SIP call's phone side: RTP media on the engine's clock, signalling via
 /// its task.
 pub struct SipLeg {
@@ -198,20 +202,24 @@ impl SipLeg {
         }
     }
 
-    /// Reads every datagram waiting on the socket. Ready once something was
-    /// read (or the socket failed); pending, with the waker registered, once
-    /// nothing is left.
+    /// Reads the datagrams waiting on the socket, at most [`RECEIVE_BATCH`] at a
+    /// time (so that a task that ran late hands them on in pieces rather than
+    /// overfilling the jitter buffer). Ready once something was read (or the
+    /// socket failed); pending, with the waker registered, once nothing is left.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let now = self.now_ms();
-        let mut got = false;
+        let mut got = 0;
         // Not zeroed: the socket writes what is read.
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1500];
         loop {
             let mut rb = tokio::io::ReadBuf::uninit(&mut buf);
             match self.rtp.socket.poll_recv_from(cx, &mut rb) {
                 Poll::Ready(Ok(from)) => {
-                    got = true;
+                    got += 1;
                     self.on_datagram(from, rb.filled(), now);
+                    if got == RECEIVE_BATCH {
+                        return Poll::Ready(());
+                    }
                 }
                 Poll::Ready(Err(e)) => {
                     // An ICMP error from an earlier send, typically: the phone
@@ -219,7 +227,7 @@ impl SipLeg {
                     self.warn(format_args!("RTP receive error: {e}"));
                     return Poll::Ready(());
                 }
-                Poll::Pending if got => return Poll::Ready(()),
+                Poll::Pending if got > 0 => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -229,7 +237,7 @@ impl SipLeg {
     fn receive_now(&mut self) {
         let now = self.now_ms();
         let mut buf = [0u8; 1500];
-        loop {
+        for _ in 0..RECEIVE_BATCH {
             match self.rtp.socket.try_recv_from(&mut buf) {
                 Ok((n, from)) => self.on_datagram(from, &buf[..n], now),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
