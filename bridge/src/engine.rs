@@ -393,7 +393,6 @@ impl Engine {
         let max_ticks = self.cfg.calls.max_duration_secs * 50;
         let mut ticks: u32 = 0;
         let mut answered_at: Option<u32> = None;
-        let mut said: Frame = [0; FRAME_SAMPLES];
         let mut heard: Frame = [0; FRAME_SAMPLES];
         let mut recorder: Option<Recorder> = None;
         let mut dtmf_input = String::new();
@@ -457,12 +456,8 @@ impl Engine {
                 }
                 _ = std::future::poll_fn(|cx| leg.poll_arrival(cx)) => {
                     // The phone's audio goes to the bot as soon as it arrives.
-                    while leg.next_said(&mut said, false) {
-                        if answered_at.is_some() {
-                            session.hear(&said, backlog(&link) > MAX_BOT_BACKLOG);
-                            record(&mut recorder, |r| r.said(&said));
-                        }
-                    }
+                    let backlogged = backlog(&link) > MAX_BOT_BACKLOG;
+                    hear_phone(&mut *leg, &mut session, &mut recorder, answered_at.is_some(), backlogged);
                 }
                 _ = clock.tick() => {
                     ticks += 1;
@@ -518,12 +513,8 @@ impl Engine {
                     if let Some(e) = ended {
                         break 'call e;
                     }
-                    while leg.next_said(&mut said, false) {
-                        if answered_at.is_some() {
-                            session.hear(&said, backlog(&link) > MAX_BOT_BACKLOG);
-                            record(&mut recorder, |r| r.said(&said));
-                        }
-                    }
+                    let backlogged = backlog(&link) > MAX_BOT_BACKLOG;
+                    hear_phone(&mut *leg, &mut session, &mut recorder, answered_at.is_some(), backlogged);
                     match answered_at {
                         Some(at) => {
                             let now = session.stats();
@@ -1052,6 +1043,24 @@ fn record(
         if let Err(e) = write(rec) {
             tracing::error!("recording stopped: {e}");
             *recorder = None;
+        }
+    }
+}
+
+/// Hands every frame of the phone's that is ready to the bot (as `media`) and to
+/// the recording; before the answer they are dropped.
+fn hear_phone(
+    leg: &mut dyn PhoneLeg,
+    session: &mut CallSession,
+    recorder: &mut Option<Recorder>,
+    answered: bool,
+    bot_backlogged: bool,
+) {
+    let mut said: Frame = [0; FRAME_SAMPLES];
+    while leg.next_said(&mut said, false) {
+        if answered {
+            session.hear(&said, bot_backlogged);
+            record(recorder, |r| r.said(&said));
         }
     }
 }
