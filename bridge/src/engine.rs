@@ -401,11 +401,14 @@ impl Engine {
         let mut counted = SessionStats::default();
         let (mut backlog_gauge, mut queue_gauge) = (0i64, 0i64);
         let mut hangup_after_keys: Option<(End, u32)> = None;
+        // One wait for shutdown for the whole call: a new one per turn of the loop
+        // would join and leave the channel's waiter list (a lock) three times a tick.
+        let mut stopping = std::pin::pin!(shutdown.wait_for(|s| *s));
 
         let end = 'call: loop {
             tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => {
+                _ = &mut stopping => {
                     let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                     break 'call End::new(state, "shutdown", Some(StopReason::Shutdown));
                 }
@@ -717,10 +720,11 @@ impl Engine {
         let mut answered_at: Option<u32> = None;
         let mut recorder: Option<Recorder> = None;
         let mut dtmf_input = String::new();
+        let mut stopping = std::pin::pin!(shutdown.wait_for(|s| *s));
         let end = 'call: loop {
             tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => {
+                _ = &mut stopping => {
                     let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                     break 'call End::new(state, "shutdown", None);
                 }
