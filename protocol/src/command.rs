@@ -12,21 +12,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::event::{ErrorCode, Event};
 use crate::json;
-
-/// Reads bot base64 with or without `=` padding: some encoders drop it and the
-/// bytes are unambiguous either way. The alphabet stays the standard one.
-const BOT_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Bytes per sample of the default session format, 16-bit PCM.
 const PCM16_SAMPLE_BYTES: usize = 2;
@@ -249,7 +239,7 @@ pub fn parse_command_with_sample_bytes(
     match kind {
         "response.audio.delta" => {
             let delta = msg.required_str("delta", &wire.delta)?;
-            if let Err(e) = BOT_BASE64.decode_vec(delta, audio) {
+            if let Err(e) = crate::b64::decode_append(delta, audio) {
                 audio.clear();
                 return Err(msg.error(
                     ErrorCode::BadBase64,
@@ -417,7 +407,7 @@ pub fn command_json(cmd: &Command, audio: &[u8]) -> String {
     match cmd {
         Command::AudioDelta => {
             out.push_str(r#","delta":""#);
-            base64::engine::general_purpose::STANDARD.encode_string(audio, &mut out);
+            crate::b64::encode_append(audio, &mut out);
             out.push('"');
         }
         Command::Clear => {}

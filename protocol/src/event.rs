@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -267,7 +266,7 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
             out.push_str(r#","timestamp":"#);
             json::push_u64_string(out, timestamp_ms);
             out.push_str(r#","payload":""#);
-            base64::engine::general_purpose::STANDARD.encode_string(payload, out);
+            crate::b64::encode_append(payload, out);
             out.push_str("\"}");
         }
         Event::Dtmf { digit, duration_ms } => {
@@ -584,8 +583,7 @@ pub fn parse_event(text: &str) -> Result<BotEvent, EventParseError> {
             let media = fields.object("media")?;
             let chunk = media.u64("chunk")?;
             let timestamp_ms = media.decimal_string("timestamp")?;
-            let payload = base64::engine::general_purpose::STANDARD
-                .decode(media.string("payload")?)
+            let payload = crate::b64::decode_padded(media.string("payload")?)
                 .map_err(|e| EventParseError::BadBase64(crate::describe_base64_error(&e)))?;
             BotEvent::Media {
                 sequence_number,

@@ -103,6 +103,7 @@ macro_rules! wire_strings {
     };
 }
 
+pub mod b64;
 pub mod command;
 pub mod event;
 mod json;
