@@ -17,13 +17,20 @@
 
 /// Encodes one 16-bit linear sample as a µ-law code.
 pub fn ulaw_encode(sample: i16) -> u8 {
+    // The code depends only on the top 14 bits: one look-up.
+    ULAW_ENCODE[(sample >> 2) as usize & 0x3FFF]
+}
+
+/// The µ-law quantiser, for building [`ULAW_ENCODE`] (and checking it).
+const fn ulaw_compress(sample: i16) -> u8 {
     // One's complement (`!x`) folds -1 onto 0, which is what G.191 does, and never
     // overflows on i16::MIN.
     let negative = sample < 0;
     let folded = if negative { !sample } else { sample };
     // 14-bit magnitude plus the µ-law bias of 33 makes every segment start at a power
     // of two, so the segment is just the position of the highest set bit.
-    let biased = ((folded >> 2) as u16 + 33).min(0x1FFF);
+    let biased = (folded >> 2) as u16 + 33;
+    let biased = if biased > 0x1FFF { 0x1FFF } else { biased };
     let segment = (u16::BITS - biased.leading_zeros()) as u16 - 6; // 0..=7
     let mantissa = (biased >> (segment + 1)) & 0x0F;
     let code = ((segment << 4) | mantissa) as u8 | if negative { 0x80 } else { 0 };
@@ -37,6 +44,12 @@ pub fn ulaw_decode(code: u8) -> i16 {
 
 /// Encodes one 16-bit linear sample as an A-law code.
 pub fn alaw_encode(sample: i16) -> u8 {
+    // The code depends only on the top 12 bits: one look-up.
+    ALAW_ENCODE[(sample >> 4) as usize & 0x0FFF]
+}
+
+/// The A-law quantiser, for building [`ALAW_ENCODE`] (and checking it).
+const fn alaw_compress(sample: i16) -> u8 {
     let negative = sample < 0;
     let folded = if negative { !sample } else { sample };
     // A-law keeps 13 bits with sign; segment 0 and 1 share a step of 16 in 16-bit
@@ -191,6 +204,29 @@ impl Law {
     }
 }
 
+/// µ-law code by the top 14 bits of the sample (16 KiB; voice stays in a small
+/// part of it).
+static ULAW_ENCODE: [u8; 1 << 14] = {
+    let mut table = [0u8; 1 << 14];
+    let mut i = 0;
+    while i < table.len() {
+        // Index i is the sample's top 14 bits; put them back on top.
+        table[i] = ulaw_compress(((i as u16) << 2) as i16);
+        i += 1;
+    }
+    table
+};
+/// A-law code by the top 12 bits of the sample (4 KiB).
+static ALAW_ENCODE: [u8; 1 << 12] = {
+    let mut table = [0u8; 1 << 12];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = alaw_compress(((i as u16) << 4) as i16);
+        i += 1;
+    }
+    table
+};
+
 const ULAW_TABLE: [i16; 256] = build_table(Law::Ulaw);
 const ALAW_TABLE: [i16; 256] = build_table(Law::Alaw);
 
@@ -246,6 +282,14 @@ mod tests {
 
     // Anchor points read off G.711 Tables 1 and 2 (and scaled to 16 bits as in
     // G.191), independent of any other implementation.
+    #[test]
+    fn the_encode_tables_agree_with_the_quantisers_for_every_sample() {
+        for sample in i16::MIN..=i16::MAX {
+            assert_eq!(ulaw_encode(sample), ulaw_compress(sample), "µ-law {sample}");
+            assert_eq!(alaw_encode(sample), alaw_compress(sample), "A-law {sample}");
+        }
+    }
+
     #[test]
     fn ulaw_spec_anchor_points() {
         assert_eq!(ulaw_encode(0), 0xFF, "+0");
