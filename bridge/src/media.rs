@@ -64,10 +64,12 @@ impl Playout {
     /// dry) and returns how many samples came from the queue.
     pub fn next_frame(&mut self, out: &mut Frame) -> usize {
         let n = self.samples.len().min(FRAME_SAMPLES);
-        for (slot, s) in out.iter_mut().zip(self.samples.drain(..n)) {
-            *slot = s;
-        }
+        let (front, back) = self.samples.as_slices();
+        let split = front.len().min(n);
+        out[..split].copy_from_slice(&front[..split]);
+        out[split..n].copy_from_slice(&back[..n - split]);
         out[n..].fill(0);
+        self.samples.drain(..n);
         self.played += n as u64;
         n
     }
@@ -137,6 +139,40 @@ mod tests {
         assert_eq!(&f[..40], &audio[160..]);
         assert!(f[40..].iter().all(|&s| s == 0));
         assert_eq!(q.next_frame(&mut f), 0);
+    }
+
+    /// Pushes and pulls in sizes that make the queue's ring wrap, so frames are
+    /// cut across its two halves; every sample comes out once, in order.
+    #[test]
+    fn frames_stay_in_order_when_the_queue_wraps() {
+        let mut q = Playout::new(100_000);
+        let (mut pushed, mut pulled) = (0u64, 0u64);
+        let mut out = [0i16; FRAME_SAMPLES];
+        for round in 0..400 {
+            let chunk = [97u64, 160, 333, 15, 240][round % 5];
+            let bytes: Vec<u8> = (pushed..pushed + chunk)
+                .flat_map(|i| (i as i16).to_le_bytes())
+                .collect();
+            q.push_le_bytes(&bytes).unwrap();
+            pushed += chunk;
+            let n = q.next_frame(&mut out);
+            for &s in &out[..n] {
+                assert_eq!(s, pulled as i16, "round {round}");
+                pulled += 1;
+            }
+            assert!(out[n..].iter().all(|&s| s == 0), "round {round}");
+        }
+        loop {
+            let n = q.next_frame(&mut out);
+            if n == 0 {
+                break;
+            }
+            for &s in &out[..n] {
+                assert_eq!(s, pulled as i16);
+                pulled += 1;
+            }
+        }
+        assert_eq!((pulled, q.played_total()), (pushed, pushed));
     }
 
     #[test]
