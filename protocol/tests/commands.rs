@@ -723,3 +723,49 @@ fn truncated_and_mutated_messages_never_panic() {
         }
     }
 }
+
+/// A delta in exactly the shape `command_json` writes is read without the JSON
+/// parser; whatever the delta holds, the answer (audio or error) is the one the
+/// same message gets in any other shape.
+#[test]
+fn the_bare_delta_shortcut_answers_as_the_parser_does() {
+    let deltas = [
+        "AAD/fw==",
+        "AAD/fw",
+        "",
+        "AAD/",
+        "AAD",
+        "AAD!fw==",
+        "AAD/fw=",
+        "AAD/fx==",
+        r"AAD\/fw==",
+        r#"AA\"D"#,
+        "AAD/fw==AAD/fw==",
+        "AAEC",
+    ];
+    for delta in deltas {
+        let bare = format!(r#"{{"type":"response.audio.delta","delta":"{delta}"}}"#);
+        let spaced = format!(r#"{{ "type":"response.audio.delta","delta":"{delta}"}}"#);
+        let (mut a, mut b) = (vec![1], vec![2]);
+        let got = parse_command(&bare, &mut a, MAX_MESSAGE_BYTES);
+        let want = parse_command(&spaced, &mut b, MAX_MESSAGE_BYTES);
+        assert_eq!(got, want, "delta {delta:?}");
+        assert_eq!(a, b, "delta {delta:?}");
+        let (mut a, mut b) = (vec![1], vec![2]);
+        assert_eq!(
+            parse_command_with_sample_bytes(&bare, &mut a, MAX_MESSAGE_BYTES, 1),
+            parse_command_with_sample_bytes(&spaced, &mut b, MAX_MESSAGE_BYTES, 1),
+            "delta {delta:?}, 8-bit samples"
+        );
+        assert_eq!(a, b, "delta {delta:?}, 8-bit samples");
+    }
+    let mut audio = Vec::new();
+    let big = format!(
+        r#"{{"type":"response.audio.delta","delta":"{}"}}"#,
+        "A".repeat(400)
+    );
+    assert_eq!(
+        parse_command(&big, &mut audio, 100).unwrap_err().code,
+        ErrorCode::MessageTooLarge
+    );
+}
