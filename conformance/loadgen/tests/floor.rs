@@ -25,6 +25,17 @@ fn the_floor_benchmark_measures_a_few_calls() {
 }
 
 #[test]
+fn the_floor_benchmark_runs_with_epoll() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen-floor"))
+        .args(["--calls", "3", "--secs", "1", "--mode", "epoll"])
+        .output()
+        .expect("run loadgen-floor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}\n{stdout}", out.status);
+    assert!(stdout.contains("mode epoll: 3 calls, 50 ticks"), "{stdout}");
+}
+
+#[test]
 fn the_floor_benchmark_refuses_zero_calls() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen-floor"))
         .args(["--calls", "0"])

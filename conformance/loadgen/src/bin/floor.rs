@@ -13,7 +13,9 @@
 //!
 //! `--mode uring` does the same work through io_uring, with all of one 20 ms tick's
 //! operations submitted in batches, to show how much of that cost is the system
-//! call itself rather than the network stack behind it.
+//! call itself rather than the network stack behind it. `--mode epoll` puts both
+//! sides' sockets in epoll sets and reads only what is reported ready, once per
+//! tick: the cost an event-driven program adds before doing any work of its own.
 //!
 //! Exit codes: 0 figures printed; 2 the run could not be made.
 
@@ -40,6 +42,10 @@ enum Mode {
     Plain,
     /// Each tick's operations batched through io_uring.
     Uring,
+    /// Both sides' sockets in an epoll set, as in an event-driven program: each
+    /// tick reads only what epoll reports ready (one `epoll_wait` per tick), and
+    /// every arrival runs epoll's wake-up path in the kernel.
+    Epoll,
 }
 
 #[derive(Parser)]
@@ -89,9 +95,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .collect::<std::io::Result<_>>()?;
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs(cli.secs);
-    let peer = std::thread::spawn(move || peer_side(&peer, start, end));
+    let mode = cli.mode;
+    let peer = std::thread::spawn(move || peer_side(&peer, mode, start, end));
     // The bridge side runs half a tick after the peer, so what it reads is there.
-    let mut bridge = BridgeSide::new(cli.mode, calls.len())?;
+    let mut bridge = BridgeSide::new(cli.mode, &calls)?;
     let (cpu, ticks) = ticked(start + TICK / 2, end, |late| bridge.tick(&calls, late))?;
     let (peer_cpu, _) = peer
         .join()
@@ -105,6 +112,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         match cli.mode {
             Mode::Plain => "plain",
             Mode::Uring => "uring",
+            Mode::Epoll => "epoll",
         },
         calls.len(),
         ticks,
@@ -184,27 +192,106 @@ fn ticked(
 
 fn peer_side(
     peer: &[(UdpSocket, TcpStream)],
+    mode: Mode,
     start: Instant,
     end: Instant,
 ) -> anyhow::Result<(Duration, u64)> {
     let rtp = [0x80u8; RTP_BYTES];
     let delta = [b'd'; DELTA_BYTES];
     let mut buf = [0u8; 2048];
+    let mut poller = match mode {
+        Mode::Epoll => Some(Poller::new(
+            peer.iter()
+                .flat_map(|(p, b)| [p.as_raw_fd(), b.as_raw_fd()]),
+        )?),
+        _ => None,
+    };
     ticked(start, end, |_| {
         for (phone, bot) in peer {
             // Sends are as the real ones: the first tick has nothing to read yet.
             let _ = phone.send(&rtp);
             let _ = (&*bot).write(&delta);
-            let _ = phone.recv(&mut buf);
-            let _ = (&*bot).read(&mut buf);
+            if poller.is_none() {
+                let _ = phone.recv(&mut buf);
+                let _ = (&*bot).read(&mut buf);
+            }
+        }
+        if let Some(poller) = poller.as_mut() {
+            for token in poller.ready()? {
+                let (phone, bot) = &peer[token / 2];
+                let _ = match token % 2 {
+                    0 => phone.recv(&mut buf),
+                    _ => (&*bot).read(&mut buf),
+                };
+            }
         }
         Ok(())
     })
 }
 
+/// An epoll set (level-triggered) whose tokens are positions in a list of
+/// descriptors.
+struct Poller {
+    epfd: std::os::fd::OwnedFd,
+    events: Vec<libc::epoll_event>,
+    ready: Vec<usize>,
+}
+
+impl Poller {
+    fn new(fds: impl Iterator<Item = std::os::fd::RawFd>) -> anyhow::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 returns a new descriptor or -1.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            bail!("epoll_create1: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let epfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mut n = 0;
+        for (token, fd) in fds.enumerate() {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: token as u64,
+            };
+            // SAFETY: both descriptors are open; `ev` is read during the call.
+            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+                bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+            }
+            n += 1;
+        }
+        Ok(Poller {
+            epfd,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; n.max(1)],
+            ready: Vec::with_capacity(n),
+        })
+    }
+
+    /// The tokens of the descriptors with something to read, without waiting.
+    fn ready(&mut self) -> anyhow::Result<std::vec::Drain<'_, usize>> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `events` has room for `len` entries, which the kernel fills.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                0,
+            )
+        };
+        if n < 0 {
+            bail!("epoll_wait: {}", std::io::Error::last_os_error());
+        }
+        self.ready.clear();
+        self.ready
+            .extend(self.events[..n as usize].iter().map(|e| e.u64 as usize));
+        Ok(self.ready.drain(..))
+    }
+}
+
 struct BridgeSide {
     mode: Mode,
     ring: Option<io_uring::IoUring>,
+    poller: Option<Poller>,
     bufs: Vec<[u8; 2048]>,
     /// Ticks that started more than half a tick late.
     late: u64,
@@ -213,20 +300,30 @@ struct BridgeSide {
 }
 
 impl BridgeSide {
-    fn new(mode: Mode, calls: usize) -> anyhow::Result<Self> {
+    fn new(mode: Mode, calls: &[Call]) -> anyhow::Result<Self> {
+        let poller = match mode {
+            Mode::Epoll => Some(Poller::new(
+                calls
+                    .iter()
+                    .flat_map(|c| [c.rtp.as_raw_fd(), c.ws.as_raw_fd()]),
+            )?),
+            _ => None,
+        };
+        let calls = calls.len();
         let ring = match mode {
-            Mode::Plain => None,
+            Mode::Plain | Mode::Epoll => None,
             Mode::Uring => {
                 Some(io_uring::IoUring::new(1024).context("io_uring is not available here")?)
             }
         };
         let bufs = match mode {
-            Mode::Plain => vec![[0u8; 2048]],
+            Mode::Plain | Mode::Epoll => vec![[0u8; 2048]],
             Mode::Uring => vec![[0u8; 2048]; 2 * calls],
         };
         Ok(BridgeSide {
             mode,
             ring,
+            poller,
             bufs,
             late: 0,
             short: 0,
@@ -244,6 +341,26 @@ impl BridgeSide {
                     self.short += u64::from(!full(c.rtp.recv(buf), RTP_BYTES));
                     let _ = (&c.ws).write(&media);
                     self.short += u64::from(!full((&c.ws).read(buf), DELTA_BYTES));
+                    let _ = c.rtp.send(&rtp);
+                }
+            }
+            Mode::Epoll => {
+                let buf = &mut self.bufs[0];
+                let poller = self.poller.as_mut().expect("epoll mode has a poller");
+                let mut got = 0;
+                for token in poller.ready()? {
+                    let c = &calls[token / 2];
+                    let (read, want) = match token % 2 {
+                        0 => (c.rtp.recv(buf), RTP_BYTES),
+                        _ => ((&c.ws).read(buf), DELTA_BYTES),
+                    };
+                    got += 1;
+                    self.short += u64::from(!full(read, want));
+                }
+                // Whatever was not ready is a read that found nothing.
+                self.short += (2 * calls.len() - got.min(2 * calls.len())) as u64;
+                for c in calls {
+                    let _ = (&c.ws).write(&media);
                     let _ = c.rtp.send(&rtp);
                 }
             }
