@@ -61,6 +61,7 @@ struct Cli {
     /// Seconds to measure.
     #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// How the bridge side does its I/O (with epoll, the peer side uses one too).
     #[arg(long, value_enum, default_value_t = Mode::Plain)]
     mode: Mode,
 }
