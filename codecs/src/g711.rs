@@ -280,8 +280,6 @@ const fn alaw_expand(code: u8) -> i16 {
 mod tests {
     use super::*;
 
-    // Anchor points read off G.711 Tables 1 and 2 (and scaled to 16 bits as in
-    // G.191), independent of any other implementation.
     #[test]
     fn the_encode_tables_agree_with_the_quantisers_for_every_sample() {
         for sample in i16::MIN..=i16::MAX {
@@ -290,6 +288,8 @@ mod tests {
         }
     }
 
+    // Anchor points read off G.711 Tables 1 and 2 (and scaled to 16 bits as in
+    // G.191), independent of any other implementation.
     #[test]
     fn ulaw_spec_anchor_points() {
         assert_eq!(ulaw_encode(0), 0xFF, "+0");
