@@ -369,40 +369,35 @@ impl BridgeSide {
                 use io_uring::{opcode, types};
                 let ring = self.ring.as_mut().expect("uring mode has a ring");
                 let mut queued = 0usize;
-                let mut reads = Vec::with_capacity(2 * calls.len());
+                // A read's user data is the bytes it must get; a send's is 0.
+                let recv = |fd: &dyn AsRawFd, buf: &mut [u8; 2048], want: usize| {
+                    opcode::Recv::new(types::Fd(fd.as_raw_fd()), buf.as_mut_ptr(), 2048)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build()
+                        .user_data(want as u64)
+                };
+                let send = |fd: &dyn AsRawFd, bytes: &[u8]| {
+                    opcode::Send::new(
+                        types::Fd(fd.as_raw_fd()),
+                        bytes.as_ptr(),
+                        bytes.len() as u32,
+                    )
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
+                    .user_data(0)
+                };
                 for (c, bufs) in calls.iter().zip(self.bufs.chunks_exact_mut(2)) {
                     let (a, b) = bufs.split_at_mut(1);
-                    let flags = libc::MSG_DONTWAIT;
                     let ops = [
-                        opcode::Recv::new(types::Fd(c.rtp.as_raw_fd()), a[0].as_mut_ptr(), 2048)
-                            .flags(flags)
-                            .build()
-                            .user_data(RTP_BYTES as u64),
-                        opcode::Send::new(
-                            types::Fd(c.ws.as_raw_fd()),
-                            media.as_ptr(),
-                            MEDIA_BYTES as u32,
-                        )
-                        .flags(flags)
-                        .build()
-                        .user_data(0),
-                        opcode::Recv::new(types::Fd(c.ws.as_raw_fd()), b[0].as_mut_ptr(), 2048)
-                            .flags(flags)
-                            .build()
-                            .user_data(DELTA_BYTES as u64),
-                        opcode::Send::new(
-                            types::Fd(c.rtp.as_raw_fd()),
-                            rtp.as_ptr(),
-                            RTP_BYTES as u32,
-                        )
-                        .flags(flags)
-                        .build()
-                        .user_data(0),
+                        recv(&c.rtp, &mut a[0], RTP_BYTES),
+                        send(&c.ws, &media),
+                        recv(&c.ws, &mut b[0], DELTA_BYTES),
+                        send(&c.rtp, &rtp),
                     ];
                     for op in ops {
                         if ring.submission().is_full() {
                             ring.submit_and_wait(queued)?;
-                            reads.extend(ring.completion().map(|e| (e.user_data(), e.result())));
+                            self.short += short_reads(ring);
                             queued = 0;
                         }
                         // SAFETY: the buffers (`self.bufs`, `media`, `rtp`) outlive
@@ -413,15 +408,19 @@ impl BridgeSide {
                     }
                 }
                 ring.submit_and_wait(queued)?;
-                reads.extend(ring.completion().map(|e| (e.user_data(), e.result())));
-                self.short += reads
-                    .iter()
-                    .filter(|&&(want, got)| want > 0 && (got as i64) < want as i64)
-                    .count() as u64;
+                self.short += short_reads(ring);
             }
         }
         Ok(())
     }
+}
+
+/// Takes the completions waiting in `ring`; returns how many reads got less
+/// than their user data asks.
+fn short_reads(ring: &mut io_uring::IoUring) -> u64 {
+    ring.completion()
+        .filter(|e| e.user_data() > 0 && i64::from(e.result()) < e.user_data() as i64)
+        .count() as u64
 }
 
 /// Whether a read got at least `want` bytes (a would-block counts as short).
