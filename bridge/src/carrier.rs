@@ -70,6 +70,18 @@ pub trait PhoneLeg: Send {
     }
     /// Plays `heard` at once; only when [`ready_to_play_now`](PhoneLeg::ready_to_play_now).
     fn play_now(&mut self, _heard: &Frame) {}
+    /// One 20 ms step of the clock whose frame is held for bot audio that is
+    /// a little late: everything [`tick`](PhoneLeg::tick) does but play. The
+    /// frame follows with [`play_held`](PhoneLeg::play_held), or the slot is
+    /// given up with [`skip_held`](PhoneLeg::skip_held). Only asked of legs
+    /// [`ready_to_play_now`](PhoneLeg::ready_to_play_now).
+    fn tick_held(&mut self) {
+        self.tick(&codecs::pcm::SILENCE);
+    }
+    /// Plays the held tick's frame, late, in its place in the stream.
+    fn play_held(&mut self, _heard: &Frame) {}
+    /// Gives up the held tick's slot: nothing is played for it.
+    fn skip_held(&mut self) {}
     /// The next signalling event, if any.
     fn poll_event(&mut self) -> Option<LegEvent>;
     /// True when keys can be sent out of band ([`PhoneLeg::send_dtmf`]); false

@@ -25,7 +25,7 @@ use crate::botlink::{self, BotInput, Liveness};
 use crate::carrier::{LegEvent, PhoneLeg, Route, SimCarrier};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::session::{Action, CallSession, SessionConfig, SessionStats};
+use crate::session::{Action, CallSession, Played, SessionConfig, SessionStats};
 use crate::sip::{InboundCall, InboundHandler, SipUa};
 use crate::store::{CallState, NewCall, Outcome, Store, StoreError};
 use crate::wav::Recorder;
@@ -63,6 +63,22 @@ pub struct BotTarget {
     pub headers: Vec<(String, String)>,
     /// Handed to the bot in `start.custom_parameters`.
     pub custom_parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A running bot call, between wake-ups of its task.
+struct Live {
+    id: i64,
+    call_sid: String,
+    target: BotTarget,
+    session: CallSession,
+    connecting: Option<tokio::task::JoinHandle<Result<botlink::BotSocket, botlink::ConnectError>>>,
+    link: Option<botlink::Link>,
+    ticks: u32,
+    answered_at: Option<u32>,
+    /// What the phone hears this tick.
+    heard: Frame,
+    recorder: Option<Recorder>,
+    dtmf_input: String,
 }
 
 /// Everything a call's task needs besides its phone leg.
@@ -371,7 +387,7 @@ impl Engine {
         tracing::info!(%to, ?direction, "call starts");
 
         let bot = &self.cfg.bot;
-        let mut session = CallSession::new(
+        let session = CallSession::new(
             start,
             SessionConfig {
                 max_playout_samples: bot.max_playout_secs as usize * 8000,
@@ -380,22 +396,28 @@ impl Engine {
                 inband_dtmf: !leg.takes_out_of_band_dtmf(),
             },
         );
-        let mut connecting = None;
-        let mut link: Option<botlink::Link> = None;
+        let mut c = Live {
+            id,
+            call_sid,
+            connecting: None,
+            target,
+            session,
+            link: None,
+            ticks: 0,
+            answered_at: None,
+            heard: [0; FRAME_SAMPLES],
+            recorder: None,
+            dtmf_input: String::new(),
+        };
         let mut bot_lost = false;
         if inbound || !connect_ws_after_answer {
-            connecting = Some(self.connect_bot(&target));
+            c.connecting = Some(self.connect_bot(&c.target));
         }
 
         let mut clock = tokio::time::interval(Duration::from_millis(20));
         clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let ring_limit = self.cfg.calls.ring_timeout_secs * 50;
         let max_ticks = self.cfg.calls.max_duration_secs * 50;
-        let mut ticks: u32 = 0;
-        let mut answered_at: Option<u32> = None;
-        let mut heard: Frame = [0; FRAME_SAMPLES];
-        let mut recorder: Option<Recorder> = None;
-        let mut dtmf_input = String::new();
         let metrics = self.metrics.clone();
         metrics.calls_active.fetch_add(1, Ordering::Relaxed);
         let mut counted = SessionStats::default();
@@ -409,16 +431,16 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = &mut stopping => {
-                    let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
+                    let state = if c.answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                     break 'call End::new(state, "shutdown", Some(StopReason::Shutdown));
                 }
-                res = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
-                    connecting = None;
+                res = async { c.connecting.as_mut().expect("guarded").await }, if c.connecting.is_some() => {
+                    c.connecting = None;
                     match res {
                         Ok(Ok(ws)) => {
-                            tracing::info!(url = %target.url, "bot connected");
-                            link = Some(self.open_link(ws));
-                            session.on_bot_connected();
+                            tracing::info!(url = %c.target.url, "bot connected");
+                            c.link = Some(self.open_link(ws));
+                            c.session.on_bot_connected();
                             if inbound {
                                 // Inbound calls are answered once their bot is there.
                                 leg.answer();
@@ -436,100 +458,65 @@ impl Engine {
                         }
                     }
                 }
-                input = std::future::poll_fn(|cx| link.as_mut().expect("guarded").poll_input(cx)), if link.is_some() => {
+                input = std::future::poll_fn(|cx| c.link.as_mut().expect("guarded").poll_input(cx)), if c.link.is_some() => {
                     match input {
-                        BotInput::Text(t) => session.on_bot_text(&t),
-                        BotInput::Binary(b) => session.on_bot_binary(&b),
+                        BotInput::Text(t) => c.session.on_bot_text(&t),
+                        BotInput::Binary(b) => c.session.on_bot_binary(&b),
                         BotInput::Lost(why) => {
                             tracing::warn!("bot lost: {why}");
                             bot_lost = true;
-                            session.on_bot_lost();
-                            let state = if answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
+                            c.session.on_bot_lost();
+                            let state = if c.answered_at.is_some() { CallState::Completed } else { CallState::Canceled };
                             break 'call End::new(state, "bot_lost", None);
                         }
                     }
-                    // The first frame of what the bot starts to say goes out
-                    // now, and the clock restarts from it.
-                    if session.starts_talkspurt() && leg.ready_to_play_now() {
-                        session.play(&mut heard);
-                        leg.play_now(&heard);
-                        record(&mut recorder, |r| r.heard(&heard));
+                    if c.session.held_frame_ready() {
+                        // The frame a tick held its slot for is here: it goes
+                        // out now, in its place in the stream.
+                        c.session.play_held(&mut c.heard);
+                        leg.play_held(&c.heard);
+                        record(&mut c.recorder, |r| r.heard(&c.heard));
+                    } else if c.session.starts_talkspurt() && leg.ready_to_play_now() {
+                        // The first frame of what the bot starts to say goes
+                        // out now, and the clock restarts from it.
+                        c.session.play(&mut c.heard, false);
+                        leg.play_now(&c.heard);
+                        record(&mut c.recorder, |r| r.heard(&c.heard));
                         clock.reset();
                     }
                 }
                 _ = std::future::poll_fn(|cx| leg.poll_arrival(cx)) => {
-                    // The phone's audio goes to the bot as soon as it arrives.
-                    let backlogged = backlog(&link) > MAX_BOT_BACKLOG;
-                    hear_phone(&mut *leg, &mut session, &mut recorder, answered_at.is_some(), backlogged);
-                }
-                _ = clock.tick() => {
-                    ticks += 1;
-                    // Bot audio for this tick is made first and goes out now;
-                    // the phone's frames go to the bot below.
-                    if answered_at.is_some() {
-                        session.play(&mut heard);
-                        record(&mut recorder, |r| r.heard(&heard));
-                    }
-                    leg.tick(&heard);
-                    let mut ended = None;
-                    while let Some(ev) = leg.poll_event() {
-                        match ev {
-                            LegEvent::Ringing => {
-                                tracing::info!("ringing");
-                                self.set_state(id, CallState::Ringing);
-                            }
-                            LegEvent::Answered => {
-                                tracing::info!("answered");
-                                answered_at = Some(ticks);
-                                self.set_state(id, CallState::InProgress);
-                                let path = self.recordings.join(format!("{call_sid}.wav"));
-                                recorder = Recorder::create(&path)
-                                    .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
-                                    .ok();
-                                session.on_answer();
-                                if link.is_none() && connecting.is_none() {
-                                    connecting = Some(self.connect_bot(&target));
-                                }
-                            }
-                            LegEvent::Busy => {
-                                ended = Some(End::by_leg(CallState::Busy, "busy", Some(StopReason::Busy), Some(486)));
-                            }
-                            LegEvent::NoAnswer { code } => {
-                                ended = Some(End::by_leg(CallState::NoAnswer, "no-answer", Some(StopReason::NoAnswer), Some(code)));
-                            }
-                            LegEvent::HungUp if answered_at.is_none() => {
-                                ended = Some(End::by_leg(CallState::Canceled, "caller_canceled", Some(StopReason::CallEnded), None));
-                            }
-                            LegEvent::Failed { code, reason } => {
-                                tracing::warn!(code, "call failed: {reason}");
-                                ended = Some(End::by_leg(CallState::Failed, "failed", Some(StopReason::Failed), Some(code)));
-                            }
-                            LegEvent::HungUp => {
-                                ended = Some(End::by_leg(CallState::Completed, "callended", Some(StopReason::CallEnded), None));
-                            }
-                            LegEvent::Dtmf { digit, duration_ms } => {
-                                dtmf_input.push(digit);
-                                session.on_phone_dtmf(digit, duration_ms);
-                            }
-                        }
-                    }
-                    if let Some(e) = ended {
+                    // Signalling first: an answer is taken before the audio
+                    // that follows it, so the phone's first frame reaches the bot.
+                    if let Some(e) = self.on_leg_events(&mut *leg, &mut c) {
                         break 'call e;
                     }
-                    let backlogged = backlog(&link) > MAX_BOT_BACKLOG;
-                    hear_phone(&mut *leg, &mut session, &mut recorder, answered_at.is_some(), backlogged);
-                    match answered_at {
+                    // The phone's audio goes to the bot as soon as it arrives.
+                    let backlogged = backlog(&c.link) > MAX_BOT_BACKLOG;
+                    hear_phone(&mut *leg, &mut c, backlogged);
+                }
+                _ = clock.tick() => {
+                    c.ticks += 1;
+                    // Bot audio for this tick is made first and goes out now;
+                    // the phone's frames go to the bot below.
+                    play_tick(&mut *leg, &mut c);
+                    if let Some(e) = self.on_leg_events(&mut *leg, &mut c) {
+                        break 'call e;
+                    }
+                    let backlogged = backlog(&c.link) > MAX_BOT_BACKLOG;
+                    hear_phone(&mut *leg, &mut c, backlogged);
+                    match c.answered_at {
                         Some(at) => {
-                            let now = session.stats();
+                            let now = c.session.stats();
                             metrics.add_session(&counted, &now);
                             counted = now;
-                            Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, backlog(&link) as i64);
-                            Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, session.queued_samples() as i64);
-                            if ticks - at >= max_ticks {
+                            Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, backlog(&c.link) as i64);
+                            Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, c.session.queued_samples() as i64);
+                            if c.ticks - at >= max_ticks {
                                 break 'call End::new(CallState::Completed, "max_duration", Some(StopReason::MaxDuration));
                             }
                         }
-                        None if ticks >= ring_limit => {
+                        None if c.ticks >= ring_limit => {
                             let mut e = End::new(CallState::NoAnswer, "no-answer", Some(StopReason::NoAnswer));
                             e.sip_code = Some(408);
                             break 'call e;
@@ -538,18 +525,27 @@ impl Engine {
                     }
                 }
             }
-            if let Some(end) = self.pump(&mut session, &mut link, &mut *leg) {
-                hangup_after_keys = Some((end, ticks));
+            if let Some(end) = self.pump(&mut c.session, &mut c.link, &mut *leg) {
+                hangup_after_keys = Some((end, c.ticks));
             }
             // Keys the bot sent just before hanging up go out first (bounded).
             if let Some((end, since)) = hangup_after_keys.take() {
-                if !leg.is_sending_dtmf() || ticks.saturating_sub(since) > 100 {
+                if !leg.is_sending_dtmf() || c.ticks.saturating_sub(since) > 100 {
                     break 'call end;
                 }
                 hangup_after_keys = Some((end, since));
             }
         };
 
+        let Live {
+            id,
+            mut session,
+            mut connecting,
+            mut link,
+            recorder,
+            dtmf_input,
+            ..
+        } = c;
         metrics.add_session(&counted, &session.stats());
         Metrics::shift(&metrics.bot_backlog_frames, &mut backlog_gauge, 0);
         Metrics::shift(&metrics.playout_queued_samples, &mut queue_gauge, 0);
@@ -588,6 +584,78 @@ impl Engine {
         if let Some(link) = link.filter(|_| !bot_lost) {
             link.finish(Duration::from_secs(3)).await;
         }
+    }
+
+    /// Handles what the phone side signalled; `Some` when it ended the call.
+    fn on_leg_events(&self, leg: &mut dyn PhoneLeg, c: &mut Live) -> Option<End> {
+        let mut ended = None;
+        while let Some(ev) = leg.poll_event() {
+            match ev {
+                LegEvent::Ringing => {
+                    tracing::info!("ringing");
+                    self.set_state(c.id, CallState::Ringing);
+                }
+                LegEvent::Answered => {
+                    tracing::info!("answered");
+                    c.answered_at = Some(c.ticks);
+                    self.set_state(c.id, CallState::InProgress);
+                    let path = self.recordings.join(format!("{}.wav", c.call_sid));
+                    c.recorder = Recorder::create(&path)
+                        .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
+                        .ok();
+                    c.session.on_answer();
+                    if c.link.is_none() && c.connecting.is_none() {
+                        c.connecting = Some(self.connect_bot(&c.target));
+                    }
+                }
+                LegEvent::Busy => {
+                    ended = Some(End::by_leg(
+                        CallState::Busy,
+                        "busy",
+                        Some(StopReason::Busy),
+                        Some(486),
+                    ));
+                }
+                LegEvent::NoAnswer { code } => {
+                    ended = Some(End::by_leg(
+                        CallState::NoAnswer,
+                        "no-answer",
+                        Some(StopReason::NoAnswer),
+                        Some(code),
+                    ));
+                }
+                LegEvent::HungUp if c.answered_at.is_none() => {
+                    ended = Some(End::by_leg(
+                        CallState::Canceled,
+                        "caller_canceled",
+                        Some(StopReason::CallEnded),
+                        None,
+                    ));
+                }
+                LegEvent::Failed { code, reason } => {
+                    tracing::warn!(code, "call failed: {reason}");
+                    ended = Some(End::by_leg(
+                        CallState::Failed,
+                        "failed",
+                        Some(StopReason::Failed),
+                        Some(code),
+                    ));
+                }
+                LegEvent::HungUp => {
+                    ended = Some(End::by_leg(
+                        CallState::Completed,
+                        "callended",
+                        Some(StopReason::CallEnded),
+                        None,
+                    ));
+                }
+                LegEvent::Dtmf { digit, duration_ms } => {
+                    c.dtmf_input.push(digit);
+                    c.session.on_phone_dtmf(digit, duration_ms);
+                }
+            }
+        }
+        ended
     }
 
     /// Attaches the SIP user agent (outbound routes to trunks and extensions).
@@ -1053,20 +1121,35 @@ fn record(
 
 /// Hands every frame of the phone's that is ready to the bot (as `media`) and to
 /// the recording; before the answer they are dropped.
-fn hear_phone(
-    leg: &mut dyn PhoneLeg,
-    session: &mut CallSession,
-    recorder: &mut Option<Recorder>,
-    answered: bool,
-    bot_backlogged: bool,
-) {
+fn hear_phone(leg: &mut dyn PhoneLeg, c: &mut Live, bot_backlogged: bool) {
     let mut said: Frame = [0; FRAME_SAMPLES];
     while leg.next_said(&mut said, false) {
-        if answered {
-            session.hear(&said, bot_backlogged);
-            record(recorder, |r| r.said(&said));
+        if c.answered_at.is_some() {
+            c.session.hear(&said, bot_backlogged);
+            record(&mut c.recorder, |r| r.said(&said));
         }
     }
+}
+
+/// One tick of bot audio to the phone. A slot held on the last tick for a late
+/// frame is filled or given up first; then this tick's frame is played, or
+/// held in its turn.
+fn play_tick(leg: &mut dyn PhoneLeg, c: &mut Live) {
+    if c.answered_at.is_some() {
+        if let Some(played) = c.session.release_held(&mut c.heard) {
+            match played {
+                Played::Sound => leg.play_held(&c.heard),
+                _ => leg.skip_held(),
+            }
+            record(&mut c.recorder, |r| r.heard(&c.heard));
+        }
+        if c.session.play(&mut c.heard, leg.ready_to_play_now()) == Played::Held {
+            leg.tick_held();
+            return;
+        }
+        record(&mut c.recorder, |r| r.heard(&c.heard));
+    }
+    leg.tick(&c.heard);
 }
 
 /// `media` events waiting for a bot's socket.

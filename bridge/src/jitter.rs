@@ -37,7 +37,13 @@
 //! - Eager playing ([`JitterBuffer::set_eager`], [`JitterBuffer::pull_ready`]) is
 //!   for a consumer that takes audio as it comes, not on a clock (a bot): a frame
 //!   comes out as soon as it is complete, and the target delay is only how long
-//!   a missing frame is waited for before it is concealed.
+//!   a missing frame is waited for before it is concealed. Once nothing has
+//!   come for that long and two frames more, the sender has paused: the frames
+//!   it owes come out at once and then each on time, so the consumer's clock
+//!   does not stay behind for the rest of the pause. While the sender says it
+//!   is alive without audio ([`JitterBuffer::sender_alive`]: RFC 4733 key
+//!   events replace the audio packets while a key is held), nothing is waited
+//!   for: silence comes out on time.
 
 use codecs::g711::Law;
 use codecs::pcm::{Frame, FRAME_SAMPLES};
@@ -45,6 +51,7 @@ use codecs::pcm::{Frame, FRAME_SAMPLES};
 /// Samples per frame, as a timestamp distance.
 const FRAME: u32 = FRAME_SAMPLES as u32;
 const SAMPLES_PER_MS: u32 = 8;
+const FRAME_MS: i64 = 20;
 /// Gains (out of 256) of the concealment frames after a loss; then silence.
 const CONCEAL_GAINS: [i32; 3] = [230, 154, 77];
 /// Pulls over which the lowest delay is watched before adjusting it by a frame.
@@ -69,6 +76,9 @@ const TRANSIT_BLOCK: u32 = 100;
 const JUMP_CONFIRM_RANGE: u32 = 8000;
 /// Largest delay a configuration may ask for.
 const MAX_CONFIG_DELAY_MS: u32 = 2000;
+/// How long after [`JitterBuffer::sender_alive`] missing audio is not waited for
+/// (key events come every 20 to 50 ms while a key is held).
+const ALIVE_MS: u64 = 100;
 
 /// Delays of the playout buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +262,11 @@ pub struct JitterBuffer {
     /// `(ms, ts)`: audio at `ts` arrived (or was due) at `ms`; eager playing
     /// measures lateness from it.
     anchor: Option<(u64, u32)>,
+    /// Eager: the sender paused (nothing came for the target delay and two
+    /// frames more), so frames are given when due, without waiting.
+    paused: bool,
+    /// Eager: the sender said it is alive without audio until this time.
+    alive_until: Option<u64>,
     last_frame: Frame,
     last_quiet: bool,
     conceal_left: usize,
@@ -301,6 +316,8 @@ impl JitterBuffer {
             underrun_since: None,
             eager: false,
             anchor: None,
+            paused: false,
+            alive_until: None,
             last_frame: [0; FRAME_SAMPLES],
             last_quiet: true,
             conceal_left: 0,
@@ -390,9 +407,13 @@ impl JitterBuffer {
             // A new timeline: transit is measured afresh.
             self.stats.resyncs += 1;
             self.last_arrival = None;
-        } else if newest && empty && off > i64::from(self.target) {
+        } else if newest
+            && empty
+            && (off > i64::from(self.target) || (off > 0 && self.quiet_sender(arrival_ms)))
+        {
             // The sender resumes after a silence: play at the target delay
-            // rather than after the whole gap.
+            // rather than after the whole gap (eager: at once; the gap before
+            // it is part of the pause, not a loss to wait for).
             self.reanchor(ts);
         } else if newest && empty && off < 0 && self.eager {
             // Eager playing went on (with silence) past where the sender
@@ -412,8 +433,24 @@ impl JitterBuffer {
         let ts = rtp_ts.wrapping_add(self.ts_shift);
         if newest {
             self.anchor = Some((arrival_ms, ts));
+            self.paused = false;
         }
         self.store(ts, payload, law);
+    }
+
+    /// Eager: the sender has paused, or is holding a key, so a gap before its
+    /// next audio is not a loss.
+    fn quiet_sender(&self, now_ms: u64) -> bool {
+        self.eager && (self.paused || self.alive_until.is_some_and(|t| now_ms < t))
+    }
+
+    /// The sender is alive but sends no audio now, at `now_ms`: an RFC 4733 key
+    /// event arrived, which replaces the audio packets while the key is held.
+    /// Eager playing then gives silence when each frame is due instead of
+    /// waiting the target delay for audio that is not coming, so the consumer
+    /// gets a steady 20 ms cadence through a key press.
+    pub fn sender_alive(&mut self, now_ms: u64) {
+        self.alive_until = Some(now_ms + ALIVE_MS);
     }
 
     /// Switches to eager playing, for a consumer that takes audio as it comes
@@ -740,15 +777,31 @@ impl JitterBuffer {
         let level = ts_diff(self.end_ts, self.play_ts);
         let found = self.frame_found(self.play_ts);
         let complete = found == FRAME_SAMPLES || (found > 0 && level > FRAME as i32);
-        let overdue = now >= due_ms + i64::from(self.target / SAMPLES_PER_MS);
+        let keying = self.alive_until.is_some_and(|t| now_ms < t);
+        let target_ms = i64::from(self.target / SAMPLES_PER_MS);
+        let wait = if self.quiet_sender(now_ms) {
+            0
+        } else {
+            target_ms
+        };
+        let overdue = now >= due_ms + wait;
         let result = if complete || (found > 0 && overdue) {
             self.take_frame(self.play_ts, out);
             self.last_frame = *out;
             self.conceal_left = CONCEAL_GAINS.len();
             self.stats.played += 1;
             Pulled::Audio
+        } else if overdue && keying && level <= 0 {
+            // A key replaces the audio: silence, on time.
+            self.conceal_left = 0;
+            self.conceal(out)
         } else if overdue {
-            // Lost, later than the target delay, or the sender paused.
+            // Lost, later than the target delay, or the sender paused. Nothing
+            // for the target delay and two frames more, with nothing buffered
+            // after it: paused, so what is owed comes out now and then on time.
+            if level <= 0 && now - anchor_ms as i64 >= target_ms + 2 * FRAME_MS {
+                self.paused = true;
+            }
             self.conceal(out)
         } else {
             return None;
@@ -977,12 +1030,50 @@ mod tests {
         let tx = Sender { seq0: 1, ts0: 0 };
         tx.push(&mut jb, 0, 70);
         assert_eq!(drain_ready(&mut jb, 70), vec![Some(0)]);
-        // The sender pauses: after the target delay, silence every 20 ms.
-        let mut given = 0;
-        for now in 71..=400 {
-            given += drain_ready(&mut jb, now).len();
+        // The sender pauses. Frame 1 (due at 90) is waited for until the
+        // target delay (40 ms) is over, frame 2 too; then the pause is
+        // believed and the frames owed come out at once.
+        assert_eq!(drain_ready(&mut jb, 129), vec![]);
+        assert_eq!(drain_ready(&mut jb, 130), vec![None]);
+        assert_eq!(drain_ready(&mut jb, 149), vec![]);
+        assert_eq!(drain_ready(&mut jb, 150), vec![None, None, None]);
+        // From then on, silence exactly when each frame is due, not 40 ms later.
+        for k in 5..20u64 {
+            let due = 70 + k * 20;
+            assert_eq!(drain_ready(&mut jb, due - 1), vec![], "frame {k} early");
+            assert_eq!(drain_ready(&mut jb, due), vec![None], "frame {k} on time");
         }
-        assert_eq!(given, (400 - 90 - 40) / 20 + 1);
+        // The sender comes back: its audio passes at once again.
+        let tx = Sender { seq0: 1, ts0: 0 };
+        tx.push(&mut jb, 20, 470);
+        assert_eq!(drain_ready(&mut jb, 470), vec![Some(20)]);
+    }
+
+    #[test]
+    fn eager_gives_silence_on_time_while_keys_replace_the_audio() {
+        let mut jb = eager();
+        let tx = Sender { seq0: 1, ts0: 0 };
+        for n in 0..5 {
+            let now = u64::from(n) * TICK;
+            tx.push(&mut jb, n, now);
+            assert_eq!(drain_ready(&mut jb, now), vec![Some(n)]);
+        }
+        // A key is held from 100 ms to 300 ms: only its events arrive, every
+        // 20 ms. Each frame comes out when due, as silence.
+        for k in 5..15u64 {
+            let now = k * TICK;
+            jb.sender_alive(now);
+            assert_eq!(drain_ready(&mut jb, now), vec![None], "frame {k} on time");
+            assert_eq!(drain_ready(&mut jb, now + 19), vec![]);
+        }
+        // The audio after the key continues the timeline and passes at once.
+        for n in 15..20 {
+            let now = u64::from(n) * TICK;
+            tx.push(&mut jb, n, now);
+            assert_eq!(drain_ready(&mut jb, now), vec![Some(n)], "packet {n}");
+        }
+        assert_eq!(jb.stats().late, 0);
+        assert_eq!(jb.stats().concealed, 0);
     }
 
     #[test]

@@ -382,6 +382,9 @@ impl RtpStream {
         }
         self.event_ssrc = Some(h.ssrc);
         self.last_event_ms = Some(now_ms);
+        // While a key is held its events replace the audio packets: the phone
+        // is not late, so its audio is not waited for.
+        self.jitter.sender_alive(now_ms);
         match self.events.push(h.timestamp, ev) {
             Some((key, ms)) => {
                 self.stats.dtmf_in += 1;
@@ -456,6 +459,16 @@ impl RtpStream {
     pub fn play_now(&mut self, now_ms: u64, heard: &Frame, out: &mut Outbox) {
         self.talkspurt = true;
         self.play(now_ms, heard, out);
+    }
+
+    /// A tick whose frame was held for late audio that did not come: the
+    /// timeline moves on by the frame with no packet sent (the far end hears
+    /// the end of a talkspurt), and the next audio starts a talkspurt.
+    pub fn skip_frame(&mut self, now_ms: u64) {
+        self.clock_start_ms.get_or_insert(now_ms);
+        self.frames_timed += 1;
+        self.ts = self.ts.wrapping_add(FRAME_TS);
+        self.talkspurt = true;
     }
 
     /// How far the timestamps sent run ahead of real time, in ms: each
@@ -750,6 +763,77 @@ mod tests {
         s.play_now(201, &voice, &mut out);
         s.play(202, &voice, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    /// A held tick sends nothing; the late frame then goes out in its place
+    /// (next sequence number and timestamp, no marker); a slot given up moves
+    /// the timestamp on by a frame and the next audio carries the marker.
+    #[test]
+    fn a_held_frame_keeps_its_place_and_a_skipped_one_ends_the_talkspurt() {
+        let mut st = stream(Law::Ulaw, "192.0.2.10:4000");
+        let mut out = Outbox::new();
+        let loud = [3000i16; FRAME_SAMPLES];
+        st.play(0, &loud, &mut out);
+        let first = sent(&out)[0];
+        // Tick at 20 ms held; the frame comes at 20.4 ms (same clock in ms).
+        st.play(20, &loud, &mut out);
+        let second = sent(&out)[0];
+        assert_eq!(second.sequence, first.sequence.wrapping_add(1));
+        assert_eq!(second.timestamp, first.timestamp.wrapping_add(160));
+        assert!(!second.marker, "a late frame is not a new talkspurt");
+        // Tick at 40 ms held, nothing came by 60 ms: the slot is skipped.
+        st.skip_frame(60);
+        st.play(60, &loud, &mut out);
+        let third = sent(&out)[0];
+        assert_eq!(third.sequence, second.sequence.wrapping_add(1));
+        assert_eq!(third.timestamp, second.timestamp.wrapping_add(320));
+        assert!(third.marker, "audio after a gap starts a talkspurt");
+        // The timeline kept pace with the clock: nothing runs ahead.
+        assert!(st.can_play_now(60));
+    }
+
+    /// A phone that sends only RFC 4733 events while a key is held (no audio
+    /// packets): the bot side still gets one frame every 20 ms, on time, and
+    /// the key once; the audio after the key passes at once.
+    #[test]
+    fn eager_frames_keep_their_cadence_through_a_key_sent_as_events_only() {
+        let mut s = stream(Law::Ulaw, "10.0.0.1:4000");
+        s.set_eager();
+        let from = addr("10.0.0.1:4000");
+        let mut said = SILENCE;
+        // (ms, frames given) for each 20 ms step: one each, never a stall.
+        let mut given = Vec::new();
+        let mut keys = Vec::new();
+        let mut seq = 10u16;
+        for step in 0..40u32 {
+            let now = u64::from(step) * 20;
+            let ts = step * 160;
+            let pkt = if (10..25).contains(&step) {
+                // The key: events stamped at its start, 20 ms more each time.
+                let duration = ((step - 9) * 160) as u16;
+                event_packet(seq, 10 * 160, 5, step == 24, duration)
+            } else {
+                audio_packet(seq, ts, 77, 1000)
+            };
+            seq = seq.wrapping_add(1);
+            if let RxOutcome::Dtmf(k, _) = s.on_datagram(from, &pkt, now) {
+                keys.push(k);
+            }
+            // The driver takes frames after the packet and on its tick, 10 ms later.
+            let mut n = 0;
+            for at in [now, now + 10] {
+                while s.next_ready(at, &mut said).is_some() {
+                    n += 1;
+                }
+            }
+            given.push(n);
+        }
+        assert_eq!(keys, ['5']);
+        assert!(
+            given.iter().all(|&n| n == 1),
+            "one frame per 20 ms: {given:?}"
+        );
+        assert_eq!(s.stats().jitter.late, 0);
     }
 
     #[test]

@@ -50,6 +50,20 @@ pub enum Action {
     Dtmf(char),
 }
 
+/// What [`CallSession::play`] did with a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Played {
+    /// Bot audio or key tones.
+    Sound,
+    /// Silence: the bot is not talking.
+    Silence,
+    /// Nothing yet: the bot is mid-talkspurt and its next frame is late. The
+    /// tick's slot is held for it ([`CallSession::held_frame_ready`]) rather
+    /// than filled with silence, which would put a gap into continuous speech
+    /// and push the rest of it a frame later.
+    Held,
+}
+
 /// One event for the bot, serialized.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -96,6 +110,8 @@ pub struct CallSession {
     hangup_drain: Option<(u32, u64)>,
     /// The last frame played carried neither bot audio nor tones.
     silent: bool,
+    /// A tick's slot waits for the bot's late frame ([`Played::Held`]).
+    slot_held: bool,
     held: Vec<(ErrorCode, String)>,
     scratch: Vec<u8>,
     pcm: [u8; FRAME_BYTES],
@@ -121,6 +137,7 @@ impl CallSession {
             pending_digits: String::new(),
             hangup_drain: None,
             silent: true,
+            slot_held: false,
             held: Vec::new(),
             scratch: Vec::new(),
             pcm: [0; FRAME_BYTES],
@@ -210,7 +227,7 @@ impl CallSession {
     /// `play` first, so bot audio does not wait a tick.
     pub fn tick(&mut self, phone_said: &Frame, phone_hears: &mut Frame, bot_backlogged: bool) {
         self.hear(phone_said, bot_backlogged);
-        self.play(phone_hears);
+        self.play(phone_hears, false);
     }
 
     /// The phone's 20 ms frame goes to the bot as `media`. `bot_backlogged` says
@@ -243,7 +260,13 @@ impl CallSession {
 
     /// Fills `phone_hears` with the next 20 ms for the phone: DTMF tones, else
     /// queued bot audio, else silence; echoes the marks that audio reached.
-    pub fn play(&mut self, phone_hears: &mut Frame) {
+    ///
+    /// With `may_hold` (the phone side can send a frame between ticks), a tick
+    /// that finds the bot mid-talkspurt with less than a frame queued is
+    /// [`Played::Held`]: nothing is played, and the frame goes out when it
+    /// arrives ([`play_held`](Self::play_held)) or, if it has not by the next
+    /// tick, the slot is given up ([`release_held`](Self::release_held)).
+    pub fn play(&mut self, phone_hears: &mut Frame, may_hold: bool) -> Played {
         // A pending hangup goes once everything queued has been handed to the
         // phone (on an earlier tick), so the goodbye's last frame is heard too.
         if let Some((left, until)) = self.hangup_drain {
@@ -253,24 +276,66 @@ impl CallSession {
                 self.actions.push_back(Action::Hangup);
                 phone_hears.fill(0);
                 self.silent = true;
-                return;
+                return Played::Silence;
             }
             self.hangup_drain = Some((left - 1, until));
         }
 
-        self.silent = false;
-        if let Some(t) = self.tones.as_mut() {
+        if may_hold
+            && !self.silent
+            && self.tones.is_none()
+            && self.playout.queued_samples() < FRAME_SAMPLES
+        {
+            self.slot_held = true;
+            return Played::Held;
+        }
+        self.slot_held = false;
+        let played = if let Some(t) = self.tones.as_mut() {
             t.next_frame(phone_hears);
             if t.is_done() {
                 self.tones = None;
                 self.start_next_tones();
             }
+            Played::Sound
         } else if self.playout.next_frame(phone_hears) > 0 {
             self.stats.frames_played += 1;
+            Played::Sound
         } else {
-            self.silent = true;
-        }
+            Played::Silence
+        };
+        self.silent = played == Played::Silence;
         self.emit_reached_marks();
+        played
+    }
+
+    /// True when a held slot ([`Played::Held`]) can be filled now: a whole
+    /// frame of bot audio (or key tones) waits.
+    pub fn held_frame_ready(&self) -> bool {
+        self.slot_held && (self.tones.is_some() || self.playout.queued_samples() >= FRAME_SAMPLES)
+    }
+
+    /// Fills the held slot, now that its frame is here
+    /// ([`held_frame_ready`](Self::held_frame_ready)).
+    pub fn play_held(&mut self, phone_hears: &mut Frame) -> Played {
+        self.play(phone_hears, false)
+    }
+
+    /// The next tick came and the held slot is still open: `Some` when a slot
+    /// was held. What is queued (a last partial frame) fills it now
+    /// ([`Played::Sound`], the driver sends it late); with nothing queued the
+    /// bot's talkspurt is over and the slot is given up ([`Played::Silence`],
+    /// the driver sends nothing for it).
+    pub fn release_held(&mut self, phone_hears: &mut Frame) -> Option<Played> {
+        if !self.slot_held {
+            return None;
+        }
+        self.slot_held = false;
+        if self.tones.is_some() || self.playout.queued_samples() > 0 {
+            return Some(self.play(phone_hears, false));
+        }
+        phone_hears.fill(0);
+        self.silent = true;
+        Some(Played::Silence)
     }
 
     /// A digit the phone pressed.
@@ -576,6 +641,69 @@ mod tests {
                 other => panic!("expected media, got {other:?}"),
             }
         }
+    }
+
+    /// A bot talking in real time whose frames land just after the ticks: each
+    /// tick holds its slot and the frame fills it when it comes, so the phone
+    /// hears every frame once, in order, with no silence between them; a mark
+    /// comes back when its frame is played. When the bot stops, the slot held
+    /// for a frame that never comes is given up on the next tick.
+    #[test]
+    fn a_frame_a_little_late_fills_the_slot_its_tick_held() {
+        let mut h = Harness::new(SessionConfig::default());
+        let mut heard = Vec::new();
+        let mut hears = [0i16; FRAME_SAMPLES];
+        // The first frame starts a talkspurt and is played at once.
+        h.bot(&delta(160, 1));
+        assert!(h.s.starts_talkspurt());
+        assert_eq!(h.s.play(&mut hears, true), Played::Sound);
+        heard.push(hears[0]);
+        for k in 2..=5i16 {
+            // The tick comes first: the bot is mid-talkspurt, nothing queued.
+            assert_eq!(h.s.release_held(&mut hears), None);
+            assert_eq!(h.s.play(&mut hears, true), Played::Held);
+            assert!(!h.s.held_frame_ready());
+            // Its frame, a fraction of a millisecond later.
+            h.bot(&delta(160, k));
+            if k == 4 {
+                h.bot(r#"{"type":"mark","name":"four"}"#);
+            }
+            assert!(!h.s.starts_talkspurt(), "not a new talkspurt");
+            assert!(h.s.held_frame_ready());
+            assert!(h.marks().is_empty() || k > 4);
+            assert_eq!(h.s.play_held(&mut hears), Played::Sound);
+            h.drain();
+            heard.push(hears[0]);
+        }
+        assert_eq!(heard, [1, 2, 3, 4, 5], "every frame once, nothing between");
+        assert_eq!(h.marks().len(), 1, "the mark came back with its frame");
+        // The bot has stopped: the next tick holds, the one after gives it up.
+        assert_eq!(h.s.play(&mut hears, true), Played::Held);
+        assert_eq!(h.s.release_held(&mut hears), Some(Played::Silence));
+        assert!(hears.iter().all(|&s| s == 0));
+        assert_eq!(h.s.play(&mut hears, true), Played::Silence);
+        // Silence is not held, and the next audio starts a talkspurt.
+        assert_eq!(h.s.play(&mut hears, true), Played::Silence);
+        h.bot(&delta(160, 9));
+        assert!(h.s.starts_talkspurt());
+        // A phone side that cannot send between ticks never holds.
+        assert_eq!(h.s.play(&mut hears, false), Played::Sound);
+        assert_eq!(h.s.play(&mut hears, false), Played::Silence);
+    }
+
+    /// A last partial frame still queued when the held slot runs out is played
+    /// in that slot rather than dropped.
+    #[test]
+    fn a_held_slot_that_runs_out_plays_what_is_queued() {
+        let mut h = Harness::new(SessionConfig::default());
+        let mut hears = [0i16; FRAME_SAMPLES];
+        h.bot(&delta(160 + 80, 7));
+        assert_eq!(h.s.play(&mut hears, true), Played::Sound);
+        assert_eq!(h.s.play(&mut hears, true), Played::Held);
+        assert!(!h.s.held_frame_ready(), "half a frame does not fill it");
+        assert_eq!(h.s.release_held(&mut hears), Some(Played::Sound));
+        assert!(hears[..80].iter().all(|&s| s == 7));
+        assert!(hears[80..].iter().all(|&s| s == 0));
     }
 
     #[test]

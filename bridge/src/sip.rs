@@ -135,7 +135,14 @@ pub struct SipLeg {
     epoch: Instant,
     last_warning: Option<Instant>,
     ended: bool,
+    /// Datagrams that came before the media was negotiated, with their
+    /// arrival times (at most [`MAX_EARLY_DATAGRAMS`]).
+    early: Vec<(SocketAddr, Vec<u8>, u64)>,
 }
+
+/// RTP kept from before the SDP answer was read (a 200 OK and the first
+/// packets after it race to the bridge).
+const MAX_EARLY_DATAGRAMS: usize = 16;
 
 impl SipLeg {
     fn new(
@@ -156,6 +163,7 @@ impl SipLeg {
             epoch: Instant::now(),
             last_warning: None,
             ended: false,
+            early: Vec::new(),
         }
     }
 
@@ -191,14 +199,23 @@ impl SipLeg {
             stream.set_eager();
         }
         self.stream = Some(stream);
+        // The far end may send its first packets before its 200 OK has been
+        // read here: they were kept, and count now.
+        for (from, data, at) in std::mem::take(&mut self.early) {
+            self.on_datagram(from, &data, at);
+        }
     }
 
     fn drain_signals(&mut self) {
         while let Ok(s) = self.signals.try_recv() {
-            match s {
-                Signal::Media(neg) => self.start_media(neg),
-                Signal::Leg(ev) => self.pending.push_back(ev),
-            }
+            self.on_signal(s);
+        }
+    }
+
+    fn on_signal(&mut self, s: Signal) {
+        match s {
+            Signal::Media(neg) => self.start_media(neg),
+            Signal::Leg(ev) => self.pending.push_back(ev),
         }
     }
 
@@ -251,6 +268,9 @@ impl SipLeg {
 
     fn on_datagram(&mut self, from: SocketAddr, data: &[u8], now: u64) {
         let Some(stream) = self.stream.as_mut() else {
+            if self.early.len() < MAX_EARLY_DATAGRAMS {
+                self.early.push((from, data.to_vec(), now));
+            }
             return;
         };
         match stream.on_datagram(from, data, now) {
@@ -285,8 +305,10 @@ fn stream_remote(s: &Option<RtpStream>) -> String {
         .unwrap_or_default()
 }
 
-impl PhoneLeg for SipLeg {
-    fn tick(&mut self, heard: &Frame) {
+impl SipLeg {
+    /// One tick's work: signalling, keys received, and (with `heard`) the
+    /// frame played to the phone.
+    fn step(&mut self, heard: Option<&Frame>) {
         self.drain_signals();
         let now = self.now_ms();
         // Nothing for a frame's time: look at the socket before the jitter
@@ -307,10 +329,37 @@ impl PhoneLeg for SipLeg {
                     self.pending
                         .push_back(LegEvent::Dtmf { digit, duration_ms });
                 }
-                stream.play(now, heard, &mut self.outbox);
-                self.send_outbox();
+                if let Some(heard) = heard {
+                    stream.play(now, heard, &mut self.outbox);
+                    self.send_outbox();
+                }
             }
             _ => {}
+        }
+    }
+}
+
+impl PhoneLeg for SipLeg {
+    fn tick(&mut self, heard: &Frame) {
+        self.step(Some(heard));
+    }
+
+    fn tick_held(&mut self) {
+        self.step(None);
+    }
+
+    fn play_held(&mut self, heard: &Frame) {
+        let now = self.now_ms();
+        if let Some(stream) = self.stream.as_mut().filter(|_| !self.ended) {
+            stream.play(now, heard, &mut self.outbox);
+            self.send_outbox();
+        }
+    }
+
+    fn skip_held(&mut self) {
+        let now = self.now_ms();
+        if let Some(stream) = self.stream.as_mut() {
+            stream.skip_frame(now);
         }
     }
 
@@ -339,7 +388,17 @@ impl PhoneLeg for SipLeg {
     }
 
     fn poll_arrival(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_receive(cx)
+        // Signalling first, so that an answer (and the media it starts) is
+        // known before the audio that follows it is read.
+        let mut signalled = false;
+        while let Poll::Ready(Some(s)) = self.signals.poll_recv(cx) {
+            self.on_signal(s);
+            signalled = true;
+        }
+        match self.poll_receive(cx) {
+            Poll::Pending if signalled => Poll::Ready(()),
+            p => p,
+        }
     }
 
     fn ready_to_play_now(&self) -> bool {
