@@ -20,6 +20,8 @@ use tokio_tungstenite::WebSocketStream;
 use bridge::config::Config;
 use bridge::server::{self, Options, Running};
 
+pub mod phone;
+
 pub const TOKEN: &str = "test-token-123";
 
 /// Bridge logs in test output when `RUST_LOG` is set (e.g. `RUST_LOG=bridge=debug`).
