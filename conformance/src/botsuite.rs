@@ -546,6 +546,11 @@ impl Session<'_> {
             kind: "session.transfer",
             destination: "+15550100999",
             reason: "busy",
+            attempts: &[protocol::TransferAttempt {
+                destination: "+15550100999",
+                outcome: "busy",
+                sip_code: Some(486),
+            }],
         })
         .await;
     }

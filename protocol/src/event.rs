@@ -86,6 +86,8 @@ wire_strings! {
         NotSupported => "not_supported",
         /// A transfer was refused before any attempt (policy, bad destination).
         TransferRefused => "transfer_refused",
+        /// A transfer message came while another transfer is still ringing.
+        TransferInProgress => "transfer_in_progress",
         /// The message arrived after the stream's `stop`.
         AfterStop => "after_stop",
     }
@@ -180,11 +182,35 @@ pub enum Event<'a> {
     TransferFailed {
         /// The message type that asked for it, e.g. `session.transfer`.
         kind: &'a str,
-        /// Where the call was to go.
+        /// Where the call was to go (with several destinations, the first).
         destination: &'a str,
         /// Why it failed, e.g. `busy` or `no-answer`.
         reason: &'a str,
+        /// Each destination tried and how it went, in order.
+        attempts: &'a [TransferAttempt<'a>],
     },
+}
+
+/// One destination a transfer tried, in a `transfer_failed` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferAttempt<'a> {
+    /// The destination as the bot gave it.
+    pub destination: &'a str,
+    /// `busy`, `no-answer`, `failed` or `cancelled`.
+    pub outcome: &'a str,
+    /// The SIP code of the outcome (486 busy, 408 no answer, 404 no route...).
+    pub sip_code: Option<u16>,
+}
+
+/// [`TransferAttempt`] as a bot reads it back ([`BotEvent::TransferFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferAttemptInfo {
+    /// The destination as the bot gave it.
+    pub destination: String,
+    /// `busy`, `no-answer`, `failed` or `cancelled`.
+    pub outcome: String,
+    /// The SIP code of the outcome, if there was one.
+    pub sip_code: Option<u16>,
 }
 
 impl Event<'_> {
@@ -238,7 +264,16 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
             kind,
             destination,
             reason,
-        } => kind.len() + destination.len() + reason.len(),
+            attempts,
+        } => {
+            kind.len()
+                + destination.len()
+                + reason.len()
+                + attempts
+                    .iter()
+                    .map(|a| 64 + a.destination.len())
+                    .sum::<usize>()
+        }
         _ => 0,
     };
     out.reserve(160 + stream_sid.len() + body_len);
@@ -299,6 +334,7 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
             kind,
             destination,
             reason,
+            attempts,
         } => {
             out.push_str(r#","transfer":{"type":"#);
             json::push_str(out, kind);
@@ -306,7 +342,23 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
             json::push_str(out, destination);
             out.push_str(r#","reason":"#);
             json::push_str(out, reason);
-            out.push('}');
+            out.push_str(r#","attempts":["#);
+            for (i, a) in attempts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"destination":"#);
+                json::push_str(out, a.destination);
+                out.push_str(r#","outcome":"#);
+                json::push_str(out, a.outcome);
+                out.push_str(r#","sip_code":"#);
+                match a.sip_code {
+                    Some(code) => json::push_u64(out, u64::from(code)),
+                    None => out.push_str("null"),
+                }
+                out.push('}');
+            }
+            out.push_str("]}");
         }
     }
     out.push('}');
@@ -410,6 +462,8 @@ pub enum BotEvent {
         kind: String,
         destination: String,
         reason: String,
+        /// Each destination tried (empty when the bridge sent none).
+        attempts: Vec<TransferAttemptInfo>,
     },
 }
 
@@ -642,6 +696,7 @@ pub fn parse_event(text: &str) -> Result<BotEvent, EventParseError> {
                 kind: transfer.string("type")?.to_owned(),
                 destination: transfer.string("destination")?.to_owned(),
                 reason: transfer.string("reason")?.to_owned(),
+                attempts: transfer.attempts()?,
             }
         }
     })
@@ -722,6 +777,44 @@ impl<'v> Fields<'v> {
         }
         text.parse()
             .map_err(|_| self.bad(key, format!("is out of range: {text}")))
+    }
+
+    /// `attempts` of a `transfer_failed` (absent: none).
+    fn attempts(&self) -> Result<Vec<TransferAttemptInfo>, EventParseError> {
+        let items = match self.obj.get("attempts") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(self.bad("attempts", format!("must be an array, got {}", kind(other))))
+            }
+        };
+        items
+            .iter()
+            .map(|item| {
+                let Value::Object(obj) = item else {
+                    return Err(
+                        self.bad("attempts", format!("must hold objects, got {}", kind(item)))
+                    );
+                };
+                let a = Fields {
+                    obj,
+                    event: self.event,
+                    parent: "transfer.attempts[]",
+                };
+                let sip_code = match obj.get("sip_code") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(
+                        u16::try_from(a.u64("sip_code")?)
+                            .map_err(|_| a.bad("sip_code", "is out of range".into()))?,
+                    ),
+                };
+                Ok(TransferAttemptInfo {
+                    destination: a.string("destination")?.to_owned(),
+                    outcome: a.string("outcome")?.to_owned(),
+                    sip_code,
+                })
+            })
+            .collect()
     }
 
     /// The object under `key`; its own fields are reported as `key.field`.

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use protocol::{
     parse_event, write_event, BotEvent, Direction, ErrorCode, Event, EventParseError, MediaFormat,
-    StartInfo, StopReason,
+    StartInfo, StopReason, TransferAttempt, TransferAttemptInfo,
 };
 use serde_json::json;
 
@@ -144,15 +144,39 @@ fn every_event_shape_is_written_exactly_and_parses_back() {
                 kind: "session.transfer",
                 destination: "0987654321",
                 reason: "busy",
+                attempts: &[
+                    TransferAttempt {
+                        destination: "0987654321",
+                        outcome: "busy",
+                        sip_code: Some(486),
+                    },
+                    TransferAttempt {
+                        destination: "0123",
+                        outcome: "failed",
+                        sip_code: None,
+                    },
+                ],
             },
             7,
-            r#"{"event":"transfer_failed","sequence_number":7,"stream_sid":"MZ1","transfer":{"type":"session.transfer","destination":"0987654321","reason":"busy"}}"#.to_owned(),
+            r#"{"event":"transfer_failed","sequence_number":7,"stream_sid":"MZ1","transfer":{"type":"session.transfer","destination":"0987654321","reason":"busy","attempts":[{"destination":"0987654321","outcome":"busy","sip_code":486},{"destination":"0123","outcome":"failed","sip_code":null}]}}"#.to_owned(),
             BotEvent::TransferFailed {
                 sequence_number: 7,
                 stream_sid: sid(),
                 kind: "session.transfer".to_owned(),
                 destination: "0987654321".to_owned(),
                 reason: "busy".to_owned(),
+                attempts: vec![
+                    TransferAttemptInfo {
+                        destination: "0987654321".into(),
+                        outcome: "busy".into(),
+                        sip_code: Some(486),
+                    },
+                    TransferAttemptInfo {
+                        destination: "0123".into(),
+                        outcome: "failed".into(),
+                        sip_code: None,
+                    },
+                ],
             },
         ),
         (
@@ -307,6 +331,11 @@ fn strings_are_escaped_and_read_back_unchanged() {
             kind: nasty,
             destination: nasty,
             reason: nasty,
+            attempts: &[TransferAttempt {
+                destination: nasty,
+                outcome: nasty,
+                sip_code: None,
+            }],
         },
     );
     assert_eq!(
@@ -317,6 +346,11 @@ fn strings_are_escaped_and_read_back_unchanged() {
             kind: nasty.to_owned(),
             destination: nasty.to_owned(),
             reason: nasty.to_owned(),
+            attempts: vec![TransferAttemptInfo {
+                destination: nasty.to_owned(),
+                outcome: nasty.to_owned(),
+                sip_code: None,
+            }],
         })
     );
 
@@ -452,6 +486,7 @@ fn every_error_code_travels_in_an_error_event() {
         "queue_full",
         "not_supported",
         "transfer_refused",
+        "transfer_in_progress",
         "after_stop",
     ];
     let names: Vec<&str> = ErrorCode::ALL.iter().map(ErrorCode::as_str).collect();
@@ -695,6 +730,7 @@ fn truncated_and_mutated_events_never_panic() {
             kind: "session.transfer",
             destination: "1",
             reason: "busy",
+            attempts: &[],
         },
     ];
     let swaps = [

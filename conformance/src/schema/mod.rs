@@ -112,6 +112,11 @@ fn sample_events(info: &StartInfo) -> Vec<Event<'_>> {
             kind: "session.transfer",
             destination: "d",
             reason: "busy",
+            attempts: &[protocol::TransferAttempt {
+                destination: "d",
+                outcome: "busy",
+                sip_code: Some(486),
+            }],
         },
     ]
 }
@@ -227,8 +232,21 @@ fn event_def(ev: &Event<'_>) -> (&'static str, Vec<&'static str>, Map<String, Va
                     &["type", "destination", "reason"],
                     json!({
                         "type": {"type": "string", "description": "The bot message that asked for it, e.g. `session.transfer`."},
-                        "destination": {"type": "string"},
-                        "reason": {"type": "string"},
+                        "destination": {"type": "string", "description": "Where the call was to go (with several destinations, the first)."},
+                        "reason": {"type": "string", "description": "Why it failed overall: `busy`, `no-answer`, `failed`, `no_route`, `too_many_hops`, `unreachable`, `unknown_flow`, `target_hung_up`, ..."},
+                        "attempts": {
+                            "type": "array",
+                            "description": "Each destination tried, in order, and how it went.",
+                            "items": object(
+                                "One destination tried.",
+                                &["destination", "outcome", "sip_code"],
+                                json!({
+                                    "destination": {"type": "string"},
+                                    "outcome": {"type": "string", "description": "`busy`, `no-answer`, `failed` or `cancelled`."},
+                                    "sip_code": {"type": ["integer", "null"], "description": "The SIP code of the outcome, or null."},
+                                }),
+                            ),
+                        },
                     }),
                 ),
             );
