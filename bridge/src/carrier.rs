@@ -54,8 +54,12 @@ pub trait PhoneLeg: Send {
     /// phone on the same clock) it always fills `said`, the leg smoothing out
     /// the network's jitter. Not paced (for a bot, which takes audio as it
     /// comes) it gives each frame as soon as it is complete, and false when
-    /// none is. Say the same `paced` on every call.
+    /// none is. Say the same `paced` on every call, until
+    /// [`set_paced`](PhoneLeg::set_paced).
     fn next_said(&mut self, said: &mut Frame, paced: bool) -> bool;
+    /// From now on the phone's audio is taken paced (`next_said(.., true)`):
+    /// the leg was heard by a bot and is now bridged to another phone.
+    fn set_paced(&mut self) {}
     /// Ready when something came in from the phone, which
     /// [`next_said`](PhoneLeg::next_said) and [`poll_event`](PhoneLeg::poll_event)
     /// then give. Legs whose audio comes on ticks are never ready.

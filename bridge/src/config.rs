@@ -150,6 +150,8 @@ pub struct CallsConfig {
     pub max_duration_secs: u32,
     /// The `from` number of outbound calls.
     pub caller_id: String,
+    /// Ring seconds per transfer attempt when the bot's message gives no `timeout`.
+    pub transfer_timeout_secs: u32,
 }
 
 impl Default for CallsConfig {
@@ -158,6 +160,7 @@ impl Default for CallsConfig {
             ring_timeout_secs: 30,
             max_duration_secs: 3600,
             caller_id: "+15550100000".into(),
+            transfer_timeout_secs: 30,
         }
     }
 }

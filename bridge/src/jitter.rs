@@ -460,6 +460,25 @@ impl JitterBuffer {
         self.eager = true;
     }
 
+    /// Switches from eager playing back to paced playing, for a sender that is
+    /// now heard by a consumer on a clock (a caller bridged from a bot to a
+    /// person). Paced playing needs a lead to smooth out the network's jitter:
+    /// the play point steps back by the initial delay, so the clocked consumer
+    /// gets that much silence once, then every frame in turn. Nothing
+    /// buffered is lost.
+    pub fn set_paced(&mut self) {
+        if !self.eager {
+            return;
+        }
+        self.eager = false;
+        self.anchor = None;
+        self.paused = false;
+        self.alive_until = None;
+        if self.started {
+            self.play_ts = self.play_ts.wrapping_sub(self.initial);
+        }
+    }
+
     /// Treats the next packet as the start of a new stream (call when the SSRC
     /// changes): its sequence number and timestamp are believed at once, and it
     /// plays after what is buffered.

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod botlink;
+pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod engine;

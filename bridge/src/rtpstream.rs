@@ -437,6 +437,12 @@ impl RtpStream {
         self.jitter.set_eager();
     }
 
+    /// Back to paced receiving ([`tick`](Self::tick) or [`pull`](Self::pull)
+    /// on a clock) after eager receiving; see [`JitterBuffer::set_paced`].
+    pub fn set_paced(&mut self) {
+        self.jitter.set_paced();
+    }
+
     /// Eager receiving: the phone's next 20 ms as soon as it can be given (see
     /// [`JitterBuffer::pull_ready`]); `None` until then.
     pub fn next_ready(&mut self, now_ms: u64, said: &mut Frame) -> Option<()> {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use codecs::dtmf::ToneSequencer;
 use codecs::pcm::{Frame, FRAME_BYTES, FRAME_SAMPLES};
-use protocol::{Command, ErrorCode, Event, StartInfo, StopReason};
+use protocol::{Command, ErrorCode, Event, StartInfo, StopReason, TransferAttempt};
 
 use crate::media::Playout;
 
@@ -42,12 +42,15 @@ impl Default for SessionConfig {
 }
 
 /// What the session asks of the phone side.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// The bot ended the call (after the drain, unless it asked for `immediate`).
     Hangup,
     /// Send one digit out of band (RFC 4733).
     Dtmf(char),
+    /// The bot asked for a transfer (one of the `session.transfer*`
+    /// commands); the call decides whether and how it happens.
+    Transfer(Command),
 }
 
 /// What [`CallSession::play`] did with a tick.
@@ -419,10 +422,15 @@ impl CallSession {
             | Command::TransferWs { .. }
             | Command::FlowTransfer { .. }
             | Command::TransferExtension { .. } => {
-                self.refuse(
-                    ErrorCode::NotSupported,
-                    "transfers are not supported by this bridge yet; the call goes on".into(),
-                );
+                if self.hangup_drain.is_some() {
+                    let what = cmd.name();
+                    self.refuse(
+                        ErrorCode::TransferRefused,
+                        format!("{what}: the bot already hung up; the call is ending"),
+                    );
+                } else {
+                    self.actions.push_back(Action::Transfer(cmd));
+                }
             }
         }
     }
@@ -443,7 +451,8 @@ impl CallSession {
         }
     }
 
-    fn refuse(&mut self, code: ErrorCode, message: String) {
+    /// Refuses a bot message with an `error` event; the call goes on.
+    pub fn refuse(&mut self, code: ErrorCode, message: String) {
         self.stats.refused += 1;
         match self.bot {
             BotState::Started => self.emit(
@@ -482,6 +491,38 @@ impl CallSession {
         }
         self.bot = BotState::Stopped;
         self.hangup_drain = None;
+    }
+
+    /// Tells the bot its transfer did not hand the call on: it keeps the call.
+    pub fn transfer_failed(&mut self, kind: &str, reason: &str, attempts: &[TransferAttempt<'_>]) {
+        if self.bot != BotState::Started {
+            return;
+        }
+        let destination = attempts.first().map_or("", |a| a.destination);
+        self.emit(
+            &Event::TransferFailed {
+                kind,
+                destination,
+                reason,
+                attempts,
+            },
+            false,
+        );
+    }
+
+    /// The bot hands the call on (to a person, another bot or a flow): audio
+    /// it still had queued is dropped, the marks in it are returned in order,
+    /// and it gets `stop` with `reason`.
+    pub fn hand_off(&mut self, reason: StopReason) {
+        if self.bot == BotState::Started {
+            let marks: Vec<String> = self.playout.clear().collect();
+            for name in &marks {
+                self.emit(&Event::Mark { name }, false);
+            }
+        }
+        self.tones = None;
+        self.pending_digits.clear();
+        self.finish(reason);
     }
 
     /// The bot's socket is gone: nothing more is sent to it.
@@ -848,8 +889,8 @@ mod tests {
             ),
             (r#"{"type":"session.dtmf","dtmf":"12x"}"#, "bad_dtmf"),
             (
-                r#"{"type":"session.transfer","destination":"+15551234567"}"#,
-                "not_supported",
+                r#"{"type":"session.transfer","destination":"+15551234567","timeout":0}"#,
+                "bad_field",
             ),
         ];
         for (msg, code) in bad {

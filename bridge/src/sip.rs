@@ -363,6 +363,15 @@ impl PhoneLeg for SipLeg {
         }
     }
 
+    fn set_paced(&mut self) {
+        if self.paced == Some(false) {
+            if let Some(stream) = self.stream.as_mut() {
+                stream.set_paced();
+            }
+        }
+        self.paced = Some(true);
+    }
+
     fn next_said(&mut self, said: &mut Frame, paced: bool) -> bool {
         if self.paced.is_none() {
             self.paced = Some(paced);

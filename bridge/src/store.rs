@@ -140,6 +140,34 @@ pub struct CallRecord {
     pub dtmf_input: String,
     /// What the phone side observed (virtual phones).
     pub phone_report: Option<Value>,
+    /// Every leg rung for the call besides the caller (transfer targets, a
+    /// DID's extension), in order.
+    pub legs: Vec<LegRecord>,
+    /// Who ended up with the caller: `bot`, `agent`, `extension`, or empty.
+    pub attended_by: String,
+    /// The number or extension of the person who ended up with the caller.
+    pub agent_no: String,
+}
+
+/// One leg rung for a call, as the call log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegRecord {
+    /// The number or extension rung.
+    pub destination: String,
+    /// `number` or `extension`.
+    pub kind: String,
+    /// `answered`, `busy`, `no-answer`, `failed` or `cancelled`.
+    pub outcome: String,
+    /// The SIP code of a failure.
+    pub sip_code: Option<u16>,
+    /// When it was rung.
+    pub rang_at: Option<DateTime<Utc>>,
+    /// When it answered.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// It ended up with the caller.
+    pub bridged: bool,
 }
 
 impl CallRecord {
@@ -168,6 +196,29 @@ pub struct Outcome {
     pub dtmf_input: String,
     /// What the phone side observed.
     pub phone_report: Option<Value>,
+    /// The legs rung besides the caller.
+    pub legs: Vec<LegRecord>,
+    /// Who ended up with the caller, and their number.
+    pub attended_by: String,
+    /// See [`CallRecord::agent_no`].
+    pub agent_no: String,
+}
+
+impl Outcome {
+    /// An outcome with nothing recorded besides its state and reason.
+    pub fn new(state: CallState, reason: &str) -> Outcome {
+        Outcome {
+            state,
+            reason: reason.into(),
+            sip_code: None,
+            recording: None,
+            dtmf_input: String::new(),
+            phone_report: None,
+            legs: Vec::new(),
+            attended_by: String::new(),
+            agent_no: String::new(),
+        }
+    }
 }
 
 /// The SQLite store. One connection behind a mutex: every statement is short.
@@ -196,7 +247,10 @@ CREATE TABLE IF NOT EXISTS calls (
     request      TEXT NOT NULL,
     recording    TEXT,
     dtmf_input   TEXT NOT NULL DEFAULT '',
-    phone_report TEXT
+    phone_report TEXT,
+    legs         TEXT NOT NULL DEFAULT '[]',
+    attended_by  TEXT NOT NULL DEFAULT '',
+    agent_no     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS calls_to_no ON calls(to_no);
 CREATE INDEX IF NOT EXISTS calls_created ON calls(created_at);
@@ -210,7 +264,15 @@ CREATE TABLE IF NOT EXISTS call_events (
 ";
 
 const CALL_COLUMNS: &str = "id, call_sid, direction, from_no, to_no, state, end_reason, sip_code, \
-     created_at, scheduled_at, answered_at, ended_at, request, recording, dtmf_input, phone_report";
+     created_at, scheduled_at, answered_at, ended_at, request, recording, dtmf_input, phone_report, \
+     legs, attended_by, agent_no";
+
+/// Columns added since the first schema, for databases made before them.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("legs", "TEXT NOT NULL DEFAULT '[]'"),
+    ("attended_by", "TEXT NOT NULL DEFAULT ''"),
+    ("agent_no", "TEXT NOT NULL DEFAULT ''"),
+];
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -242,6 +304,9 @@ fn row_to_call(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
         recording: r.get(13)?,
         dtmf_input: r.get(14)?,
         phone_report: report.and_then(|s| serde_json::from_str(&s).ok()),
+        legs: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
+        attended_by: r.get(17)?,
+        agent_no: r.get(18)?,
     })
 }
 
@@ -253,6 +318,15 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let have: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('calls')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (name, decl) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                conn.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {decl}"))?;
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -337,7 +411,8 @@ impl Store {
         let now = ts(Utc::now());
         conn.execute(
             "UPDATE calls SET state = ?2, end_reason = ?3, sip_code = ?4, ended_at = ?5,
-                 recording = ?6, dtmf_input = ?7, phone_report = ?8
+                 recording = ?6, dtmf_input = ?7, phone_report = ?8, legs = ?9,
+                 attended_by = ?10, agent_no = ?11
              WHERE id = ?1",
             params![
                 id,
@@ -347,7 +422,10 @@ impl Store {
                 now,
                 o.recording,
                 o.dtmf_input,
-                o.phone_report.as_ref().map(|v| v.to_string())
+                o.phone_report.as_ref().map(|v| v.to_string()),
+                serde_json::to_string(&o.legs).unwrap_or_else(|_| "[]".into()),
+                o.attended_by,
+                o.agent_no
             ],
         )?;
         conn.execute(
@@ -432,17 +510,7 @@ impl Store {
                 Some(c) if c.state == CallState::InProgress => CallState::Completed,
                 _ => CallState::Failed,
             };
-            self.finish(
-                id,
-                &Outcome {
-                    state,
-                    reason: "bridge_restart".into(),
-                    sip_code: None,
-                    recording: None,
-                    dtmf_input: String::new(),
-                    phone_report: None,
-                },
-            )?;
+            self.finish(id, &Outcome::new(state, "bridge_restart"))?;
         }
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
@@ -480,12 +548,9 @@ mod tests {
             s.finish(
                 id,
                 &Outcome {
-                    state: CallState::Completed,
-                    reason: "callended".into(),
-                    sip_code: None,
                     recording: Some("CA1.wav".into()),
                     dtmf_input: "12".into(),
-                    phone_report: None,
+                    ..Outcome::new(CallState::Completed, "callended")
                 },
             )
             .unwrap();

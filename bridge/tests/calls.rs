@@ -399,8 +399,8 @@ async fn malformed_bot_messages_get_errors_and_the_call_goes_on() {
                 "odd_byte_count",
             ),
             (
-                r#"{"type":"session.transfer","destination":"+15551230000"}"#,
-                "not_supported",
+                r#"{"type":"session.transfer","destination":"+15551230000","strategy":"random"}"#,
+                "bad_field",
             ),
         ];
         for (msg, code) in bad {

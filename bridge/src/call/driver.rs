@@ -1,0 +1,768 @@
+//! The thin driver of one call: the only `select!`, and the copying of frames.
+//!
+//! The driver owns a call's endpoints (the caller's [`PhoneLeg`], the legs a
+//! transfer rings, and the bot: a [`CallSession`] with its socket) and its
+//! [`Call`]. It wakes for the shutdown signal, the bot's socket opening, the
+//! bot's messages, the caller's packets and a 20 ms clock; it hands what
+//! happened to the [`Call`] and carries out what the call asks. It decides
+//! nothing itself: who hears whom is [`Call::peer`].
+//!
+//! Frames move in one of two ways, by who the caller's peer is:
+//! - **The bot** (no phone peer): the caller's frames go to the bot as they
+//!   arrive (eager), and the bot's audio goes to the caller on the clock, its
+//!   first frame after silence at once. This is the hot path every bot call
+//!   runs; it is the same as before transfers existed.
+//! - **A phone** (a transfer target that answered, the extension a DID rings):
+//!   both legs are paced on the clock, each hearing what the other said.
+//!
+//! Legs that ring and are not the peer hear silence and are not heard, so the
+//! caller never hears early media from a target that has not won.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use codecs::pcm::{Frame, FRAME_SAMPLES, SILENCE};
+use protocol::{Command, ErrorCode, StartInfo, TransferAttempt};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use chrono::{DateTime, Utc};
+
+use super::state::{
+    Attempt, AttemptOutcome, Call, DialTarget, End, EpId, Output, Peer, TransferRequest, CALLER,
+};
+use crate::botlink::{self, BotInput};
+use crate::carrier::{LegEvent, PhoneLeg};
+use crate::engine::{BotTarget, Engine};
+use crate::metrics::Metrics;
+use crate::session::{Action, CallSession, Played, SessionStats};
+use crate::store::LegRecord;
+use crate::wav::Recorder;
+
+/// Media frames a bot may fall behind before its media is skipped (5 s).
+const MAX_BOT_BACKLOG: usize = 250;
+
+type ConnectResult =
+    Result<Result<botlink::BotSocket, botlink::ConnectError>, tokio::task::JoinError>;
+type Connecting = tokio::task::JoinHandle<Result<botlink::BotSocket, botlink::ConnectError>>;
+
+/// The bot endpoint: its protocol session and its socket.
+struct BotEp {
+    target: BotTarget,
+    session: CallSession,
+    connecting: Option<Connecting>,
+    link: Option<botlink::Link>,
+    /// Session counters already added to the metrics.
+    counted: SessionStats,
+}
+
+/// What woke the call on the bot's side.
+enum BotWake {
+    /// The connection attempt ended.
+    Connect(Box<ConnectResult>),
+    /// The socket gave something.
+    Input(BotInput),
+}
+
+impl BotEp {
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<BotWake> {
+        use std::task::Poll;
+        if let Some(pending) = self.connecting.as_mut() {
+            if let Poll::Ready(res) = std::pin::Pin::new(pending).poll(cx) {
+                self.connecting = None;
+                return Poll::Ready(BotWake::Connect(Box::new(res)));
+            }
+        }
+        match self.link.as_mut() {
+            Some(link) => link.poll_input(cx).map(BotWake::Input),
+            None => Poll::Pending,
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.link.as_ref().map_or(0, |l| l.backlog())
+    }
+}
+
+/// A phone endpoint other than the caller: a leg a transfer rang.
+struct Target {
+    ep: EpId,
+    leg: Box<dyn PhoneLeg>,
+}
+
+/// What a call's task needs to begin.
+pub(crate) struct Setup {
+    pub id: i64,
+    pub call_sid: String,
+    /// The `start` event the bot gets (a second bot gets a fresh `stream_sid`).
+    pub start: StartInfo,
+    /// The bot that takes the call, if one does.
+    pub bot: Option<BotTarget>,
+    pub call: Call,
+}
+
+/// Runs one call to its end and stores how it went.
+pub(crate) async fn run(
+    engine: Arc<Engine>,
+    setup: Setup,
+    caller: Box<dyn PhoneLeg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Setup {
+        id,
+        call_sid,
+        start,
+        bot,
+        call,
+    } = setup;
+    tracing::info!(to = %start.to, direction = ?start.direction, "call starts");
+    let inband_dtmf = !caller.takes_out_of_band_dtmf();
+    let bot = bot.map(|target| BotEp {
+        session: CallSession::new(start.clone(), engine.session_config(inband_dtmf)),
+        target,
+        connecting: None,
+        link: None,
+        counted: SessionStats::default(),
+    });
+    let mut d = Driver {
+        started: Utc::now(),
+        engine: engine.clone(),
+        id,
+        call_sid,
+        call,
+        caller,
+        caller_heard: [0; FRAME_SAMPLES],
+        peer_heard: [0; FRAME_SAMPLES],
+        targets: Vec::new(),
+        bot,
+        recorder: None,
+        dtmf_input: String::new(),
+        closing: Vec::new(),
+        end: None,
+        bridged: None,
+        peer_report: None,
+        gauges: (0, 0),
+    };
+    engine
+        .metrics()
+        .calls_active
+        .fetch_add(1, Ordering::Relaxed);
+
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    // One wait for shutdown for the whole call: a new one per turn of the loop
+    // would join and leave the channel's waiter list (a lock) three times a tick.
+    let mut stopping = std::pin::pin!(shutdown.wait_for(|s| *s));
+    d.apply_outputs();
+
+    while d.end.is_none() {
+        let bot_waits = d
+            .bot
+            .as_ref()
+            .is_some_and(|b| b.connecting.is_some() || b.link.is_some());
+        tokio::select! {
+            biased;
+            _ = &mut stopping => d.call.on_shutdown(),
+            wake = std::future::poll_fn(|cx| d.bot.as_mut().expect("guarded").poll_wake(cx)), if bot_waits => {
+                match wake {
+                    BotWake::Connect(res) => d.on_bot_connect(*res),
+                    BotWake::Input(input) => d.on_bot_input(input, &mut clock),
+                }
+            }
+            _ = std::future::poll_fn(|cx| d.caller.poll_arrival(cx)) => {
+                // Signalling first: an answer is taken before the audio
+                // that follows it, so the phone's first frame reaches the bot.
+                d.caller_events();
+                if d.bot_is_peer() {
+                    d.caller_to_bot();
+                }
+            }
+            _ = clock.tick() => d.on_tick(),
+        }
+        d.pump_bot();
+        d.apply_outputs();
+    }
+    d.finish().await;
+}
+
+struct Driver {
+    /// When the call's clock started (tick 0).
+    started: DateTime<Utc>,
+    engine: Arc<Engine>,
+    id: i64,
+    call_sid: String,
+    call: Call,
+    caller: Box<dyn PhoneLeg>,
+    /// What the caller hears this tick.
+    caller_heard: Frame,
+    /// What the caller's phone peer hears this tick.
+    peer_heard: Frame,
+    targets: Vec<Target>,
+    bot: Option<BotEp>,
+    recorder: Option<Recorder>,
+    dtmf_input: String,
+    /// Bots handed off, closing their sockets politely.
+    closing: Vec<tokio::task::JoinHandle<()>>,
+    end: Option<End>,
+    /// The last phone the caller was bridged to, and its report once hung up.
+    bridged: Option<EpId>,
+    peer_report: Option<serde_json::Value>,
+    /// Bot backlog and playout queue, as last added to the metrics' gauges.
+    gauges: (i64, i64),
+}
+
+impl Driver {
+    /// The caller's peer is the bot (it has the call and no phone does).
+    fn bot_is_peer(&self) -> bool {
+        self.bot.is_some() && !matches!(self.call.peer(), Peer::Phone(_))
+    }
+
+    fn target_mut(&mut self, ep: EpId) -> Option<&mut Target> {
+        self.targets.iter_mut().find(|t| t.ep == ep)
+    }
+
+    fn on_bot_connect(&mut self, res: ConnectResult) {
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        match res {
+            Ok(Ok(ws)) => {
+                tracing::info!(url = %bot.target.url, "bot connected");
+                bot.link = Some(self.engine.open_link(ws));
+                bot.session.on_bot_connected();
+                self.call.on_bot_connected();
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("{e}");
+                self.call.on_bot_unreachable();
+            }
+            Err(e) => {
+                tracing::error!("bot connect task failed: {e}");
+                self.call.on_bot_unreachable();
+            }
+        }
+    }
+
+    fn on_bot_input(&mut self, input: BotInput, clock: &mut tokio::time::Interval) {
+        let bot_is_peer = self.bot_is_peer();
+        let answered = self.call.is_answered();
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        match input {
+            BotInput::Text(t) => bot.session.on_bot_text(&t),
+            BotInput::Binary(b) => bot.session.on_bot_binary(&b),
+            BotInput::Lost(why) => {
+                tracing::warn!("bot lost: {why}");
+                bot.session.on_bot_lost();
+                bot.link = None;
+                self.call.on_bot_lost();
+                return;
+            }
+        }
+        if !bot_is_peer || !answered {
+            return;
+        }
+        let session = &mut bot.session;
+        let heard = &mut self.caller_heard;
+        if session.held_frame_ready() {
+            // The frame a tick held its slot for is here: it goes out now, in
+            // its place in the stream.
+            session.play_held(heard);
+            self.caller.play_held(heard);
+            record(&mut self.recorder, |r| r.heard(heard));
+        } else if session.starts_talkspurt() && self.caller.ready_to_play_now() {
+            // The first frame of what the bot starts to say goes out now, and
+            // the clock restarts from it.
+            session.play(heard, false);
+            self.caller.play_now(heard);
+            record(&mut self.recorder, |r| r.heard(heard));
+            clock.reset();
+        }
+    }
+
+    /// One 20 ms tick: the call's clock, then the media as the peer says.
+    fn on_tick(&mut self) {
+        self.call.tick(self.caller.is_sending_dtmf());
+        match self.call.peer() {
+            Peer::Phone(ep) => self.phone_tick(ep),
+            _ if self.bot.is_some() => {
+                // Bot audio for this tick is made first and goes out now; the
+                // caller's frames go to the bot below.
+                self.bot_tick();
+                self.caller_events();
+                self.caller_to_bot();
+            }
+            _ => {
+                self.caller.tick(&SILENCE);
+                drain_said(&mut *self.caller, true);
+                self.caller_events();
+            }
+        }
+        // Legs still ringing hear silence and are not heard.
+        let peer = self.call.peer();
+        for t in self.targets.iter_mut() {
+            if Peer::Phone(t.ep) != peer {
+                t.leg.tick(&SILENCE);
+                drain_said(&mut *t.leg, true);
+            }
+        }
+        self.target_events();
+        self.update_metrics();
+    }
+
+    /// The caller and its phone peer, both on the clock.
+    fn phone_tick(&mut self, ep: EpId) {
+        let Some(i) = self.targets.iter().position(|t| t.ep == ep) else {
+            return;
+        };
+        let mut caller_said: Frame = [0; FRAME_SAMPLES];
+        let mut peer_said: Frame = [0; FRAME_SAMPLES];
+        self.caller.tick(&self.caller_heard);
+        let peer = &mut self.targets[i].leg;
+        peer.tick(&self.peer_heard);
+        self.caller.next_said(&mut caller_said, true);
+        peer.next_said(&mut peer_said, true);
+        self.caller_heard = peer_said;
+        self.peer_heard = caller_said;
+        if self.call.is_answered() {
+            record(&mut self.recorder, |r| r.write(&caller_said, &peer_said));
+        }
+        self.caller_events();
+    }
+
+    /// One tick of bot audio to the caller. A slot held on the last tick for a
+    /// late frame is filled or given up first; then this tick's frame is
+    /// played, or held in its turn.
+    fn bot_tick(&mut self) {
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        let heard = &mut self.caller_heard;
+        if self.call.is_answered() {
+            if let Some(played) = bot.session.release_held(heard) {
+                match played {
+                    Played::Sound => self.caller.play_held(heard),
+                    _ => self.caller.skip_held(),
+                }
+                record(&mut self.recorder, |r| r.heard(heard));
+            }
+            if bot.session.play(heard, self.caller.ready_to_play_now()) == Played::Held {
+                self.caller.tick_held();
+                return;
+            }
+            record(&mut self.recorder, |r| r.heard(heard));
+        }
+        self.caller.tick(heard);
+    }
+
+    /// Hands every frame of the caller's that is ready to the bot (as
+    /// `media`) and to the recording; before the answer they are dropped.
+    fn caller_to_bot(&mut self) {
+        let answered = self.call.is_answered();
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        let backlogged = bot.backlog() > MAX_BOT_BACKLOG;
+        let mut said: Frame = [0; FRAME_SAMPLES];
+        while self.caller.next_said(&mut said, false) {
+            if answered {
+                bot.session.hear(&said, backlogged);
+                record(&mut self.recorder, |r| r.said(&said));
+            }
+        }
+    }
+
+    /// What the caller signalled: to the call, and keys to whoever hears them.
+    fn caller_events(&mut self) {
+        while let Some(ev) = self.caller.poll_event() {
+            if let LegEvent::Dtmf { digit, duration_ms } = ev {
+                self.dtmf_input.push(digit);
+                match self.call.peer() {
+                    Peer::Phone(ep) => {
+                        if let Some(t) = self.target_mut(ep) {
+                            t.leg.send_dtmf(digit);
+                        }
+                    }
+                    _ => {
+                        if let Some(bot) = self.bot.as_mut() {
+                            bot.session.on_phone_dtmf(digit, duration_ms);
+                        }
+                    }
+                }
+            }
+            match &ev {
+                LegEvent::Ringing => tracing::info!("ringing"),
+                LegEvent::Answered => tracing::info!("answered"),
+                _ => {}
+            }
+            self.call.on_leg(CALLER, ev);
+            // At once: an answer starts the bot's stream before the frames
+            // that follow it are handed on.
+            self.apply_outputs();
+        }
+    }
+
+    /// What the transfer legs signalled.
+    fn target_events(&mut self) {
+        let mut events = Vec::new();
+        for t in self.targets.iter_mut() {
+            while let Some(ev) = t.leg.poll_event() {
+                events.push((t.ep, ev));
+            }
+        }
+        for (ep, ev) in events {
+            if let LegEvent::Dtmf { digit, .. } = &ev {
+                if self.call.peer() == Peer::Phone(ep) {
+                    self.caller.send_dtmf(*digit);
+                }
+            }
+            tracing::info!(leg = ep.0, event = ?ev, "transfer leg");
+            self.call.on_leg(ep, ev);
+            self.apply_outputs();
+        }
+    }
+
+    /// Sends the bot's events and hands its actions to the call.
+    fn pump_bot(&mut self) {
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        while let Some(ev) = bot.session.poll_event() {
+            if let Some(link) = bot.link.as_mut() {
+                link.send(ev);
+            }
+        }
+        while let Some(a) = bot.session.poll_action() {
+            match a {
+                Action::Hangup => self.call.on_bot_hangup(),
+                Action::Dtmf(d) => {
+                    if !self.caller.send_dtmf(d) {
+                        let mut buf = [0u8; 4];
+                        bot.session.play_dtmf_tones(d.encode_utf8(&mut buf));
+                    }
+                }
+                Action::Transfer(cmd) => match transfer_request(cmd) {
+                    Ok(req) => self.call.on_bot_transfer(req),
+                    Err((code, message)) => bot.session.refuse(code, message),
+                },
+            }
+        }
+        // What the call said back (a refusal) goes out in the same turn.
+        while let Some(ev) = bot.session.poll_event() {
+            if let Some(link) = bot.link.as_mut() {
+                link.send(ev);
+            }
+        }
+    }
+
+    /// Carries out what the call asks.
+    fn apply_outputs(&mut self) {
+        while let Some(out) = self.call.poll_output() {
+            match out {
+                Output::Dial {
+                    ep,
+                    target,
+                    caller_id,
+                } => {
+                    tracing::info!(leg = ep.0, target = target.as_str(), %caller_id, "dialling");
+                    match self.engine.dial_target(&target, &caller_id) {
+                        Ok(leg) => self.targets.push(Target { ep, leg }),
+                        Err(e) => {
+                            tracing::warn!(leg = ep.0, "{}", e.why);
+                            self.call.on_dial_failed(ep, e.failure);
+                        }
+                    }
+                }
+                Output::ConnectBot => {
+                    if let Some(bot) = self.bot.as_mut() {
+                        bot.connecting = Some(self.engine.connect_bot(&bot.target));
+                    }
+                }
+                Output::Answer => self.caller.answer(),
+                Output::Answered => {
+                    let path = self
+                        .engine
+                        .recordings_dir()
+                        .join(format!("{}.wav", self.call_sid));
+                    self.recorder = Recorder::create(&path)
+                        .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
+                        .ok();
+                    if let Some(bot) = self.bot.as_mut() {
+                        bot.session.on_answer();
+                    }
+                }
+                Output::Hangup(ep) if ep == CALLER => self.caller.hangup(),
+                Output::Hangup(ep) => {
+                    if let Some(i) = self.targets.iter().position(|t| t.ep == ep) {
+                        let mut t = self.targets.remove(i);
+                        t.leg.hangup();
+                        if self.bridged == Some(ep) {
+                            self.peer_report = t.leg.report();
+                        }
+                    }
+                }
+                Output::Bridged(ep) => {
+                    tracing::info!(leg = ep.0, "caller bridged");
+                    self.bridged = Some(ep);
+                    // The caller is heard on the clock now, like its peer.
+                    self.caller.set_paced();
+                    self.caller_heard = SILENCE;
+                    self.peer_heard = SILENCE;
+                }
+                Output::StopBot(reason) => {
+                    if let Some(mut bot) = self.bot.take() {
+                        tracing::info!(reason = reason.as_str(), "bot leaves the call");
+                        bot.session.hand_off(reason);
+                        self.close_bot(bot);
+                    }
+                }
+                Output::RefuseBot { code, message } => {
+                    if let Some(bot) = self.bot.as_mut() {
+                        bot.session.refuse(code, message);
+                    }
+                }
+                Output::TransferFailed {
+                    kind,
+                    reason,
+                    attempts,
+                } => {
+                    tracing::info!(kind, reason = reason.as_str(), "transfer failed");
+                    if let Some(bot) = self.bot.as_mut() {
+                        let list: Vec<TransferAttempt<'_>> = attempts
+                            .iter()
+                            .map(|a| TransferAttempt {
+                                destination: a.target.as_str(),
+                                outcome: a.outcome.as_str(),
+                                sip_code: a.sip_code,
+                            })
+                            .collect();
+                        bot.session.transfer_failed(kind, reason.as_str(), &list);
+                    }
+                }
+                Output::State(state) => self.engine.set_state(self.id, state),
+                Output::End(end) => self.end = Some(end),
+            }
+        }
+        // Events the outputs made (a refusal, `transfer_failed`) go out now.
+        if let Some(bot) = self.bot.as_mut() {
+            while let Some(ev) = bot.session.poll_event() {
+                if let Some(link) = bot.link.as_mut() {
+                    link.send(ev);
+                }
+            }
+        }
+    }
+
+    /// Sends a departing bot what it still has to hear and closes its
+    /// socket, politely and without holding up the call.
+    fn close_bot(&mut self, mut bot: BotEp) {
+        self.fold_stats(&mut bot);
+        if let Some(pending) = bot.connecting.take() {
+            pending.abort();
+        }
+        if let Some(mut link) = bot.link.take() {
+            while let Some(ev) = bot.session.poll_event() {
+                link.send(ev);
+            }
+            self.closing
+                .push(tokio::spawn(link.finish(Duration::from_secs(3))));
+        }
+    }
+
+    fn fold_stats(&self, bot: &mut BotEp) {
+        let now = bot.session.stats();
+        self.engine.metrics().add_session(&bot.counted, &now);
+        bot.counted = now;
+    }
+
+    fn update_metrics(&mut self) {
+        if !self.call.is_answered() {
+            return;
+        }
+        let (backlog, queued) = match self.bot.as_mut() {
+            Some(bot) => {
+                let now = bot.session.stats();
+                self.engine.metrics().add_session(&bot.counted, &now);
+                bot.counted = now;
+                (bot.backlog() as i64, bot.session.queued_samples() as i64)
+            }
+            None => (0, 0),
+        };
+        let m = self.engine.metrics();
+        Metrics::shift(&m.bot_backlog_frames, &mut self.gauges.0, backlog);
+        Metrics::shift(&m.playout_queued_samples, &mut self.gauges.1, queued);
+    }
+
+    /// After the call's end: the bot hears `stop`, the recording is closed,
+    /// the outcome and the legs are stored.
+    async fn finish(mut self) {
+        let end = self.end.take().expect("the loop ends with an end");
+        let m = self.engine.metrics().clone();
+        Metrics::shift(&m.bot_backlog_frames, &mut self.gauges.0, 0);
+        Metrics::shift(&m.playout_queued_samples, &mut self.gauges.1, 0);
+        m.calls_active.fetch_sub(1, Ordering::Relaxed);
+        let mut lingering = None;
+        if let Some(mut bot) = self.bot.take() {
+            self.fold_stats(&mut bot);
+            if let Some(mut pending) = bot.connecting.take() {
+                // A bot still shaking hands when the call ends (busy, failed, ...)
+                // is let in, briefly, so it hears `stop` with the outcome.
+                let limit = Duration::from_millis(self.engine.config().bot.connect_timeout_ms);
+                match tokio::time::timeout(limit, &mut pending).await {
+                    Ok(Ok(Ok(ws))) if end.stop.is_some() => {
+                        bot.link = Some(self.engine.open_link(ws));
+                        bot.session.on_bot_connected();
+                    }
+                    Ok(_) => {}
+                    Err(_) => pending.abort(),
+                }
+            }
+            if let Some(reason) = end.stop {
+                bot.session.finish(reason);
+            }
+            if let Some(link) = bot.link.as_mut() {
+                while let Some(ev) = bot.session.poll_event() {
+                    link.send(ev);
+                }
+            }
+            lingering = bot.link.take();
+        }
+        let recording = self.recorder.take().and_then(|r| match r.finish() {
+            Ok(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            Err(e) => {
+                tracing::error!("cannot finish recording: {e}");
+                None
+            }
+        });
+        // The report of the phone the call is about: the caller, or for a
+        // DID that rings an extension, the extension that answered.
+        let report = match self.bridged {
+            Some(ep) if !self.call.had_bot() => self
+                .peer_report
+                .take()
+                .or_else(|| self.target_mut(ep).and_then(|t| t.leg.report())),
+            _ => self.caller.report(),
+        };
+        let last_answered = self
+            .call
+            .legs()
+            .iter()
+            .rposition(|a| a.outcome == AttemptOutcome::Answered);
+        let legs: Vec<LegRecord> = self
+            .call
+            .legs()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| leg_record(a, self.started, Some(i) == last_answered))
+            .collect();
+        let attended = self.call.attended_by();
+        self.engine.conclude(
+            self.id,
+            end,
+            crate::engine::Concluded {
+                recording,
+                dtmf_input: std::mem::take(&mut self.dtmf_input),
+                phone_report: report,
+                legs,
+                attended: Some(attended),
+            },
+        );
+        // Let the bots' sockets deliver `stop` and close politely before the
+        // call counts as over (a shutdown waits for that).
+        if let Some(link) = lingering {
+            link.finish(Duration::from_secs(3)).await;
+        }
+        for c in self.closing.drain(..) {
+            let _ = c.await;
+        }
+    }
+}
+
+/// A leg as the call log keeps it; ticks become times from the call's start.
+fn leg_record(a: &Attempt, started: DateTime<Utc>, bridged: bool) -> LegRecord {
+    let at =
+        |t: Option<u32>| t.map(|t| started + chrono::Duration::milliseconds(i64::from(t) * 20));
+    LegRecord {
+        destination: a.target.as_str().to_string(),
+        kind: match a.target {
+            DialTarget::Number(_) => "number",
+            DialTarget::Extension(_) => "extension",
+        }
+        .into(),
+        outcome: a.outcome.as_str().into(),
+        sip_code: a.sip_code,
+        rang_at: at(a.dialled_at),
+        answered_at: at(a.answered_at),
+        ended_at: at(a.ended_at),
+        bridged,
+    }
+}
+
+/// Takes (and drops) what a leg said, paced or as it comes.
+fn drain_said(leg: &mut dyn PhoneLeg, paced: bool) {
+    let mut said: Frame = [0; FRAME_SAMPLES];
+    if paced {
+        leg.next_said(&mut said, true);
+    } else {
+        while leg.next_said(&mut said, false) {}
+    }
+}
+
+/// Hands audio to a call's recorder, if it has one; a recorder that fails is
+/// dropped (the call goes on unrecorded).
+fn record(
+    recorder: &mut Option<Recorder>,
+    write: impl FnOnce(&mut Recorder) -> std::io::Result<()>,
+) {
+    if let Some(rec) = recorder.as_mut() {
+        if let Err(e) = write(rec) {
+            tracing::error!("recording stopped: {e}");
+            *recorder = None;
+        }
+    }
+}
+
+/// The call's view of a transfer command, or why it cannot be one.
+fn transfer_request(cmd: Command) -> Result<TransferRequest, (ErrorCode, String)> {
+    let kind = cmd.name();
+    match cmd {
+        Command::Transfer {
+            destinations,
+            strategy,
+            timeout_s,
+            caller_id,
+        } => {
+            let mut targets = Vec::with_capacity(destinations.len());
+            for d in destinations {
+                let n = crate::api::normalize_phone(&d).map_err(|why| {
+                    (
+                        ErrorCode::BadField,
+                        format!("{kind}: `destination` {d:?} is not a phone number: {why}"),
+                    )
+                })?;
+                targets.push(DialTarget::Number(n));
+            }
+            Ok(TransferRequest {
+                kind,
+                targets,
+                strategy,
+                timeout_s,
+                caller_id,
+            })
+        }
+        Command::TransferExtension { extension } => Ok(TransferRequest {
+            kind,
+            targets: vec![DialTarget::Extension(extension)],
+            strategy: protocol::TransferStrategy::Simultaneous,
+            timeout_s: None,
+            caller_id: None,
+        }),
+        _ => Err((
+            ErrorCode::NotSupported,
+            format!("{kind} is not supported by this bridge yet; the call goes on with this bot"),
+        )),
+    }
+}
