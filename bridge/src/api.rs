@@ -315,7 +315,9 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
     } else {
         (&c.from, &c.to)
     };
+    // Stored when the call ends; while it is live, whoever answered first.
     let attended_by = match (c.answered_at, req.get("extension").and_then(Value::as_str)) {
+        _ if !c.attended_by.is_empty() => c.attended_by.as_str(),
         (None, _) => "",
         (Some(_), Some(_)) => "extension",
         (Some(_), None) => "bot",
@@ -324,7 +326,7 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
         "recordid": c.id,
         "did_no": did_no,
         "client_no": client_no,
-        "agent_no": "",
+        "agent_no": c.agent_no,
         "attended_by": attended_by,
         "ext_no": req.pointer("/custom_parameters/ai_agent_ext").and_then(Value::as_str).unwrap_or(""),
         "call_time": fmt_time(c.created_at),
@@ -342,6 +344,7 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
         "ended_at": c.ended_at.map(fmt_time),
         "wss_url": req.get("wss_url"),
         "phone": c.phone_report,
+        "legs": c.legs,
     })
 }
 

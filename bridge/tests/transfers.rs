@@ -1,0 +1,331 @@
+//! Transfers end to end: REST API → engine → virtual phones, with a real
+//! WebSocket bot on loopback asking for them. Each test checks what a caller,
+//! an agent or a bot developer would notice: who the caller hears, what the
+//! bot is told, and what the call log keeps.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use protocol::{BotEvent, StopReason};
+use serde_json::{json, Value};
+
+/// What the agent's phone says: a constant sample value, easy to find in
+/// the recording's "heard" channel.
+const AGENT_VALUE: i16 = 1234;
+/// What the bot says after a failed transfer.
+const BOT_VALUE: i16 = 777;
+
+/// A 16-bit 8 kHz mono WAV of `secs` seconds of `value`.
+fn write_wav(path: &Path, value: i16, secs: u32) {
+    let samples = 8000 * secs;
+    let data = samples * 2;
+    let mut b = Vec::with_capacity(44 + data as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for _ in 0..samples {
+        b.extend_from_slice(&value.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// The bridge with an agent at `+1555777…` who answers after 500 ms, talks
+/// (a constant value) at once and hangs up after 3 s.
+async fn bridge_with_agent(dir: &Path) -> bridge::server::Running {
+    let wav = dir.join("agent.wav");
+    write_wav(&wav, AGENT_VALUE, 10);
+    let cfg = bridge::config::Config::parse(&format!(
+        r#"
+[calls]
+ring_timeout_secs = 5
+max_duration_secs = 60
+caller_id = "+15550100000"
+
+[[carrier.phones]]
+prefix = "+1555777"
+ring_ms = 500
+play = "{}"
+speak_after_ms = 0
+hangup_after_ms = 3000
+"#,
+        wav.display()
+    ))
+    .unwrap();
+    start_bridge_with(dir, cfg).await
+}
+
+fn count(samples: &[i16], value: i16) -> usize {
+    samples.iter().filter(|&&s| s == value).count()
+}
+
+fn leg_outcomes(rec: &Value) -> Vec<(String, String, Value)> {
+    rec["legs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("legs in {rec}"))
+        .iter()
+        .map(|l| {
+            (
+                l["destination"].as_str().unwrap().to_string(),
+                l["outcome"].as_str().unwrap().to_string(),
+                l["sip_code"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A bot that asks for `transfer` once the call starts, then listens until
+/// the bridge closes its socket.
+async fn transferring_bot(transfer: &'static str) -> TestBot {
+    TestBot::spawn(move |mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(transfer).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_answered_bridges_the_caller_to_the_agent_and_stops_the_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = transferring_bot(r#"{"type":"session.transfer","destination":"+15557770001"}"#).await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["call_state"], "completed", "{rec}");
+    assert_eq!(rec["end_reason"], "agent_hangup");
+    assert_eq!(rec["attended_by"], "agent");
+    assert_eq!(rec["agent_no"], "+15557770001");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![("+15557770001".into(), "answered".into(), Value::Null)]
+    );
+    assert_eq!(rec["legs"][0]["bridged"], true);
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    let c = &conns[0];
+    assert_stream_contiguous(&c.events);
+    match c.events.last().unwrap() {
+        BotEvent::Stop { reason, .. } => assert_eq!(*reason, StopReason::Transferred),
+        e => panic!("last event {e:?}"),
+    }
+    // While the agent's phone rang (500 ms) the bot still heard the caller.
+    assert!(c.count("media") >= 20, "{} media events", c.count("media"));
+
+    // The caller heard the agent: about 3 s of the agent's audio.
+    let pcm = recording(bridge.addr, &rec).await;
+    let heard = count(&pcm.channel(1), AGENT_VALUE);
+    assert!(
+        (2 * 8000..=4 * 8000).contains(&heard),
+        "the caller heard {heard} samples of the agent"
+    );
+    // The agent heard the caller (the virtual phone's speech) too.
+    assert!(rec["phone"]["heard_ms"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_the_first_answer_wins_and_the_others_are_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    // Busy after 200 ms, never answers, answers after 500 ms.
+    let bot = transferring_bot(
+        r#"{"type":"session.transfer","destination":["+99920001","+99930001","+15557770001"],"timeout":5}"#,
+    )
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "agent_hangup", "{rec}");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![
+            ("+99920001".into(), "busy".into(), json!(486)),
+            ("+99930001".into(), "cancelled".into(), Value::Null),
+            ("+15557770001".into(), "answered".into(), Value::Null),
+        ]
+    );
+    // The one still ringing was cancelled the moment the agent answered.
+    assert_eq!(rec["legs"][1]["ended_at"], rec["legs"][2]["answered_at"]);
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::Transferred,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_skips_a_busy_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = transferring_bot(
+        r#"{"type":"session.transfer","destination":["+99920001","+15557770001"],"strategy":"sequential","timeout":5}"#,
+    )
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["attended_by"], "agent", "{rec}");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![
+            ("+99920001".into(), "busy".into(), json!(486)),
+            ("+15557770001".into(), "answered".into(), Value::Null),
+        ]
+    );
+    // The second was rung as soon as the first was busy, not after its timeout.
+    let busy_end = rec["legs"][0]["ended_at"].as_str().unwrap().to_string();
+    let second_rang = rec["legs"][1]["rang_at"].as_str().unwrap().to_string();
+    assert_eq!(busy_end, second_rang);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_nobody_answers_the_bot_hears_why_and_keeps_talking() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(
+            r#"{"type":"session.transfer","destination":["+99920001","+99930001","+99940001","+15550009999"],"timeout":2}"#,
+        )
+        .await;
+        // A second transfer while the first rings is refused.
+        c.send(r#"{"type":"session.transfer","destination":"+15557770001"}"#)
+            .await;
+        match c.until("error", 5 * SEC).await {
+            BotEvent::Error { code, .. } => assert_eq!(code, "transfer_in_progress"),
+            _ => unreachable!(),
+        }
+        let failed = c.until("transfer_failed", 10 * SEC).await;
+        // The bot keeps the call: it talks for a second, then hangs up.
+        c.send_audio(&[BOT_VALUE; 8000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c.events.push(failed);
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+    assert_eq!(rec["agent_no"], "");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![
+            ("+99920001".into(), "busy".into(), json!(486)),
+            ("+99930001".into(), "no-answer".into(), json!(408)),
+            ("+99940001".into(), "failed".into(), json!(503)),
+            ("+15550009999".into(), "failed".into(), json!(404)),
+        ]
+    );
+    let conns = bot.finished(1, 10 * SEC).await;
+    let c = &conns[0];
+    match c.events.last().unwrap() {
+        BotEvent::TransferFailed {
+            kind,
+            destination,
+            reason,
+            attempts,
+            ..
+        } => {
+            assert_eq!(kind, "session.transfer");
+            assert_eq!(destination, "+99920001");
+            assert_eq!(reason, "no-answer");
+            let got: Vec<(&str, &str, Option<u16>)> = attempts
+                .iter()
+                .map(|a| (a.destination.as_str(), a.outcome.as_str(), a.sip_code))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    ("+99920001", "busy", Some(486)),
+                    ("+99930001", "no-answer", Some(408)),
+                    ("+99940001", "failed", Some(503)),
+                    ("+15550009999", "failed", Some(404)),
+                ]
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    // The bot's audio after the failure reached the caller.
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(count(&pcm.channel(1), BOT_VALUE), 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_transfers_get_errors_and_the_call_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        let bad = [
+            (
+                r#"{"type":"session.transfer","destination":"+15557770001","caller_id":"+12125550000"}"#,
+                "bad_field",
+            ),
+            (
+                r#"{"type":"session.transfer","destination":"call me maybe"}"#,
+                "bad_field",
+            ),
+            (r#"{"type":"session.transfer","destination":[]}"#, "bad_field"),
+        ];
+        for (msg, want) in bad {
+            c.send(msg).await;
+            match c.until("error", 5 * SEC).await {
+                BotEvent::Error { code, message, .. } => {
+                    assert_eq!(code, want, "{msg}: {message}");
+                }
+                _ => unreachable!(),
+            }
+            c.until("media", 5 * SEC).await;
+        }
+        // An unreachable number is a failed transfer, not a dropped call.
+        c.send(r#"{"type":"session.transfer","destination":"+15550009999"}"#)
+            .await;
+        match c.until("transfer_failed", 5 * SEC).await {
+            BotEvent::TransferFailed { reason, .. } => assert_eq!(reason, "no_route"),
+            _ => unreachable!(),
+        }
+        c.until("media", 5 * SEC).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(bot.finished(1, 10 * SEC).await.len(), 1);
+}
