@@ -7,109 +7,12 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::sipp::*;
 use common::*;
 use protocol::{BotEvent, StopReason};
 use serde_json::json;
-use tokio::process::Command;
-
-fn sipp_available() -> bool {
-    let ok = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        // CI installs SIPp (.ci/run); there a missing sipp is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sipp is not installed but CI is set: .ci/run must install sip-tester"
-        );
-        eprintln!("SKIPPED: sipp is not installed (apt-get install sip-tester)");
-    }
-    ok
-}
-
-fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/sipp")
-        .join(name)
-}
-
-/// A free UDP port on loopback (even, so SIPp's media port +2 stays free too).
-fn free_port() -> u16 {
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p % 2 == 0 && p < 60000 {
-            return p;
-        }
-    }
-}
-
-struct Sipp {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Sipp {
-    /// Starts SIPp with `scenario` against `target` (or as a UAS when `None`).
-    fn start(scenario_file: &str, target: Option<SocketAddr>, port: u16, extra: &[&str]) -> Sipp {
-        let dir = std::env::temp_dir().join(format!("sipp-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("errors.log");
-        let mut cmd = Command::new("sipp");
-        cmd.current_dir(&dir)
-            .arg("-sf")
-            .arg(scenario(scenario_file))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &(port + 2).to_string()])
-            .args(["-m", "1", "-timeout", "40s"])
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(&log)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(t) = target {
-            cmd.arg(t.to_string());
-        }
-        Sipp {
-            child: cmd.spawn().expect("sipp starts"),
-            log,
-        }
-    }
-
-    /// Waits for SIPp to finish; returns its exit code and error log.
-    async fn finish(mut self, limit: Duration) -> (i32, String) {
-        let status = tokio::time::timeout(limit, self.child.wait())
-            .await
-            .expect("sipp finishes in time")
-            .unwrap();
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        (status.code().unwrap_or(-1), log)
-    }
-}
-
-async fn start_sip_bridge(dir: &std::path::Path, toml: &str) -> bridge::server::Running {
-    init_logs();
-    let config = bridge::config::Config::parse(toml).expect("test config");
-    bridge::server::start(bridge::server::Options {
-        http: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_owned(),
-        api_token: Some(TOKEN.into()),
-        sip: Some("127.0.0.1:0".parse().unwrap()),
-        config,
-    })
-    .await
-    .expect("bridge with SIP starts")
-}
 
 /// The call log's records, newest last.
 async fn logs(addr: SocketAddr) -> Vec<serde_json::Value> {

@@ -1,0 +1,142 @@
+//! Transfers over SIP: a caller on a SIP phone (`common::phone`) reaches a
+//! DID's bot, which transfers it to two SIPp trunk targets at once. The one
+//! that only rings must see a CANCEL; the one that answers echoes RTP, so the
+//! caller hearing its own frames back proves both directions of the bridge.
+//!
+//! Needs `sipp` on the PATH (`.ci/run` installs it).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use codecs::g711::Law;
+use common::phone::SipPhone;
+use common::sipp::*;
+use common::*;
+use protocol::{BotEvent, StopReason};
+
+const DID: &str = "+15550004000";
+
+/// µ-law codes that survive decoding and encoding again, and are not quiet.
+fn stable_codes() -> Vec<u8> {
+    (0..=255u8)
+        .filter(|&c| Law::Ulaw.encode(Law::Ulaw.decode(c)) == c && Law::Ulaw.decode(c).abs() > 200)
+        .collect()
+}
+
+/// Frame `n`'s payload: a pattern no other frame of the call has.
+fn frame(codes: &[u8], n: usize) -> Vec<u8> {
+    (0..160)
+        .map(|i| codes[(n * 37 + i * (n % 7 + 1)) % codes.len()])
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_transfers_a_sip_caller_to_the_trunk_target_that_answers() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ringing_port = free_port();
+    let mut answering_port = free_port();
+    while answering_port.abs_diff(ringing_port) < 4 {
+        answering_port = free_port();
+    }
+    let ringing = Sipp::start("uas_noanswer.xml", None, ringing_port, &[]);
+    let answering = Sipp::start("uas_answer.xml", None, answering_port, &["-rtp_echo"]);
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        c.send(
+            r#"{"type":"session.transfer","destination":["+15551110000","+15552220000"],"timeout":10}"#,
+        )
+        .await;
+        c.drain(15 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 5\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.trunks]]\nname = \"ringing\"\nhost = \"127.0.0.1\"\nport = {ringing_port}\n\n\
+         [[sip.trunks]]\nname = \"answering\"\nhost = \"127.0.0.1\"\nport = {answering_port}\n\n\
+         [[routes]]\nprefix = \"+1555111\"\ntrunk = \"ringing\"\n\n\
+         [[routes]]\nprefix = \"+1555222\"\ntrunk = \"answering\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+
+    let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650009").await;
+    let codes = stable_codes();
+    let frames = 150; // 3 s
+    let sent: Vec<Vec<u8>> = (0..frames).map(|n| frame(&codes, n)).collect();
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    let ts0: u32 = rand::random();
+    for (n, payload) in sent.iter().enumerate() {
+        clock.tick().await;
+        phone
+            .send_rtp(n == 0, 0, ts0.wrapping_add(160 * n as u32), payload)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phone.hang_up().await;
+
+    // The caller heard its own frames back, unchanged, through the agent's echo.
+    let sent_set: HashSet<&[u8]> = sent.iter().map(|p| p.as_slice()).collect();
+    let received = phone.received();
+    let echoed = received
+        .iter()
+        .filter(|r| sent_set.contains(r.payload.as_slice()))
+        .count();
+    assert!(
+        echoed >= 50,
+        "the caller heard {echoed} of its frames back through the agent ({} packets received)",
+        received.len()
+    );
+    // The peer changed from the bot to the agent without a gap: one RTP
+    // stream, every packet 20 ms after the one before, none missing.
+    for w in received.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "a packet missing");
+        assert_eq!(
+            w[1].ts.wrapping_sub(w[0].ts),
+            160,
+            "a gap in the caller's audio at seq {}",
+            w[1].seq
+        );
+    }
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert_stream_contiguous(&conns[0].events);
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::Transferred,
+            ..
+        })
+    ));
+    let (exit, errors) = ringing.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the target that rang got a CANCEL: {errors}");
+    let (exit, errors) = answering.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the agent got the BYE: {errors}");
+
+    let (_, log) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/call_logs",
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .await;
+    let rec = &log["data"][0];
+    assert_eq!(rec["end_reason"], "callended", "{rec}");
+    assert_eq!(rec["attended_by"], "agent");
+    assert_eq!(rec["agent_no"], "+15552220000");
+    let outcomes: Vec<&str> = rec["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["cancelled", "answered"]);
+    bridge.stop().await;
+}
