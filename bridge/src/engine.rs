@@ -399,6 +399,11 @@ impl Engine {
                     format!("extension {ext}: SIP is not running"),
                 )),
             },
+            DialTarget::Bot(url) => Err(DialError::new(
+                400,
+                EndReason::Failed,
+                format!("{url} is a bot, not a phone"),
+            )),
         }
     }
 

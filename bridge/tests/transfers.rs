@@ -329,3 +329,158 @@ async fn bad_transfers_get_errors_and_the_call_goes_on() {
     assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
     assert_eq!(bot.finished(1, 10 * SEC).await.len(), 1);
 }
+
+/// `transfer_ws` is make-before-break: bot B (whose handshake takes 1 s) gets
+/// `connected` and `start` (same call, fresh stream) before bot A gets its
+/// pending mark back and `stop` `transfer_ws`; A hears the caller until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_ws_hands_the_call_to_another_bot_make_before_break() {
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    // Bot B: accepts the socket only after a second, then talks and hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_url = format!("ws://{}/b", listener.local_addr().unwrap());
+    let b_events: Arc<Mutex<Vec<(Instant, BotEvent)>>> = Arc::default();
+    let b_keep = b_events.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(SEC).await;
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let mut c = BotConn {
+            ws,
+            headers: vec![],
+            path: String::new(),
+            events: vec![],
+        };
+        let connected = Instant::now();
+        c.until("start", 5 * SEC).await;
+        b_keep
+            .lock()
+            .unwrap()
+            .push((connected, c.events[0].clone()));
+        b_keep
+            .lock()
+            .unwrap()
+            .push((Instant::now(), c.events[1].clone()));
+        c.send_audio(&[BOT_VALUE; 4000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        while let Some(ev) = c.ws.next().await {
+            if ev.is_err() {
+                break;
+            }
+        }
+    });
+    let a_events: Arc<Mutex<Vec<(Instant, BotEvent)>>> = Arc::default();
+    let a_keep = a_events.clone();
+    let a = TestBot::spawn(move |mut c| {
+        let b_url = b_url.clone();
+        let keep = a_keep.clone();
+        async move {
+            c.until("start", 5 * SEC).await;
+            // Ten seconds of audio queued, a mark after it, then the transfer.
+            c.send_audio(&vec![100i16; 80_000]).await;
+            c.send(r#"{"type":"mark","name":"after-audio"}"#).await;
+            c.send(&format!(
+                r#"{{"type":"session.transfer_ws","url":"{b_url}"}}"#
+            ))
+            .await;
+            while let Some(ev) = c.next_event(10 * SEC).await {
+                keep.lock().unwrap().push((Instant::now(), ev));
+            }
+            c
+        }
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": a.url(), "text": "hello"}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+
+    let a_conn = a.finished(1, 10 * SEC).await;
+    let a_start = match &a_conn[0].events[1] {
+        BotEvent::Start { start, .. } => start.clone(),
+        e => panic!("{e:?}"),
+    };
+    let a_ev = a_events.lock().unwrap().clone();
+    let b_ev = b_events.lock().unwrap().clone();
+    let names: Vec<&str> = a_ev.iter().rev().take(2).map(|(_, e)| e.name()).collect();
+    assert_eq!(
+        names,
+        vec!["stop", "mark"],
+        "A gets its mark back, then stop"
+    );
+    let (stop_at, stop) = a_ev.last().unwrap().clone();
+    assert!(matches!(
+        stop,
+        BotEvent::Stop {
+            reason: StopReason::TransferWs,
+            ..
+        }
+    ));
+    // A heard the caller while B's handshake took its second.
+    assert!(
+        a_ev.iter().filter(|(_, e)| e.name() == "media").count() >= 40,
+        "A's media while B connected"
+    );
+    // B was connected and started before A was stopped.
+    assert_eq!(b_ev[0].1, BotEvent::Connected);
+    assert!(b_ev[0].0 <= stop_at);
+    match &b_ev[1].1 {
+        BotEvent::Start {
+            start, stream_sid, ..
+        } => {
+            assert_eq!(start.call_sid, a_start.call_sid, "same call");
+            assert_ne!(*stream_sid, a_start.stream_sid, "fresh stream");
+            assert_eq!(start.custom_parameters["text"], "hello");
+        }
+        e => panic!("{e:?}"),
+    }
+    // The caller heard B, and none of A's queued audio after the switch.
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(count(&pcm.channel(1), BOT_VALUE), 4000);
+    let a_heard = count(&pcm.channel(1), 100);
+    assert!(
+        a_heard < 3 * 8000,
+        "A's queue was dropped: {a_heard} samples heard"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_ws_to_an_unreachable_bot_fails_and_the_first_bot_keeps_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(r#"{"type":"session.transfer_ws","url":"ws://127.0.0.1:9/nobody"}"#)
+            .await;
+        match c.until("transfer_failed", 10 * SEC).await {
+            BotEvent::TransferFailed { kind, reason, .. } => {
+                assert_eq!(kind, "session.transfer_ws");
+                assert_eq!(reason, "bot_unreachable");
+            }
+            _ => unreachable!(),
+        }
+        c.send_audio(&[BOT_VALUE; 8000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(count(&pcm.channel(1), BOT_VALUE), 8000);
+}

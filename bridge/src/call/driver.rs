@@ -67,6 +67,16 @@ enum BotWake {
 }
 
 impl BotEp {
+    fn new(target: BotTarget, start: StartInfo, engine: &Engine, inband_dtmf: bool) -> BotEp {
+        BotEp {
+            session: CallSession::new(start, engine.session_config(inband_dtmf)),
+            target,
+            connecting: None,
+            link: None,
+            counted: SessionStats::default(),
+        }
+    }
+
     fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<BotWake> {
         use std::task::Poll;
         if let Some(pending) = self.connecting.as_mut() {
@@ -119,13 +129,7 @@ pub(crate) async fn run(
     } = setup;
     tracing::info!(to = %start.to, direction = ?start.direction, "call starts");
     let inband_dtmf = !caller.takes_out_of_band_dtmf();
-    let bot = bot.map(|target| BotEp {
-        session: CallSession::new(start.clone(), engine.session_config(inband_dtmf)),
-        target,
-        connecting: None,
-        link: None,
-        counted: SessionStats::default(),
-    });
+    let bot = bot.map(|target| BotEp::new(target, start.clone(), &engine, inband_dtmf));
     let mut d = Driver {
         started: Utc::now(),
         engine: engine.clone(),
@@ -137,6 +141,8 @@ pub(crate) async fn run(
         peer_heard: [0; FRAME_SAMPLES],
         targets: Vec::new(),
         bot,
+        next_bot: None,
+        start,
         recorder: None,
         dtmf_input: String::new(),
         closing: Vec::new(),
@@ -162,6 +168,7 @@ pub(crate) async fn run(
             .bot
             .as_ref()
             .is_some_and(|b| b.connecting.is_some() || b.link.is_some());
+        let next_waits = d.next_bot.as_ref().is_some_and(|b| b.connecting.is_some());
         tokio::select! {
             biased;
             _ = &mut stopping => d.call.on_shutdown(),
@@ -169,6 +176,11 @@ pub(crate) async fn run(
                 match wake {
                     BotWake::Connect(res) => d.on_bot_connect(*res),
                     BotWake::Input(input) => d.on_bot_input(input, &mut clock),
+                }
+            }
+            wake = std::future::poll_fn(|cx| d.next_bot.as_mut().expect("guarded").poll_wake(cx)), if next_waits => {
+                if let BotWake::Connect(res) = wake {
+                    d.on_next_bot_connect(*res);
                 }
             }
             _ = std::future::poll_fn(|cx| d.caller.poll_arrival(cx)) => {
@@ -201,6 +213,10 @@ struct Driver {
     peer_heard: Frame,
     targets: Vec<Target>,
     bot: Option<BotEp>,
+    /// The bot a `session.transfer_ws` is connecting.
+    next_bot: Option<BotEp>,
+    /// The call's `start`, from which a next bot's is made.
+    start: StartInfo,
     recorder: Option<Recorder>,
     dtmf_input: String,
     /// Bots handed off, closing their sockets politely.
@@ -241,6 +257,30 @@ impl Driver {
             Err(e) => {
                 tracing::error!("bot connect task failed: {e}");
                 self.call.on_bot_unreachable();
+            }
+        }
+    }
+
+    fn on_next_bot_connect(&mut self, res: ConnectResult) {
+        let Some(next) = self.next_bot.as_mut() else {
+            return;
+        };
+        let url = next.target.url.clone();
+        match res {
+            Ok(Ok(ws)) => {
+                tracing::info!(%url, "next bot connected");
+                next.link = Some(self.engine.open_link(ws));
+                self.call.on_next_bot_connected();
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("transfer_ws: {e}");
+                self.next_bot = None;
+                self.call.on_next_bot_unreachable(url);
+            }
+            Err(e) => {
+                tracing::error!("bot connect task failed: {e}");
+                self.next_bot = None;
+                self.call.on_next_bot_unreachable(url);
             }
         }
     }
@@ -444,6 +484,15 @@ impl Driver {
                         bot.session.play_dtmf_tones(d.encode_utf8(&mut buf));
                     }
                 }
+                Action::Transfer(Command::TransferWs { url }) => {
+                    match botlink::check_url(&url, self.engine.config().bot.allow_insecure_ws) {
+                        Ok(_) => self.call.on_bot_transfer_ws(url),
+                        Err(why) => bot.session.refuse(
+                            ErrorCode::BadField,
+                            format!("session.transfer_ws: `url` {url:?}: {why}"),
+                        ),
+                    }
+                }
                 Action::Transfer(cmd) => match transfer_request(cmd) {
                     Ok(req) => self.call.on_bot_transfer(req),
                     Err((code, message)) => bot.session.refuse(code, message),
@@ -481,6 +530,40 @@ impl Driver {
                         bot.connecting = Some(self.engine.connect_bot(&bot.target));
                     }
                 }
+                Output::ConnectNextBot(url) => {
+                    let start = StartInfo {
+                        stream_sid: crate::engine::new_sid("MZ"),
+                        ..self.start.clone()
+                    };
+                    let target = BotTarget {
+                        url,
+                        headers: Vec::new(),
+                        custom_parameters: self.start.custom_parameters.clone(),
+                    };
+                    let inband = !self.caller.takes_out_of_band_dtmf();
+                    let mut next = BotEp::new(target, start, &self.engine, inband);
+                    next.connecting = Some(self.engine.connect_bot(&next.target));
+                    self.next_bot = Some(next);
+                }
+                Output::SwapBot => {
+                    if let Some(mut next) = self.next_bot.take() {
+                        // The new bot hears `connected` and `start` first...
+                        next.session.on_bot_connected();
+                        next.session.on_answer();
+                        if let Some(link) = next.link.as_mut() {
+                            while let Some(ev) = next.session.poll_event() {
+                                link.send(ev);
+                            }
+                        }
+                        // ...then the old one its marks and `stop`.
+                        if let Some(mut old) = self.bot.replace(next) {
+                            self.settle_held(&mut old);
+                            old.session.hand_off(protocol::StopReason::TransferWs);
+                            self.close_bot(old);
+                        }
+                        tracing::info!("the next bot has the call");
+                    }
+                }
                 Output::Answer => self.caller.answer(),
                 Output::Answered => {
                     let path = self
@@ -515,6 +598,7 @@ impl Driver {
                 Output::StopBot(reason) => {
                     if let Some(mut bot) = self.bot.take() {
                         tracing::info!(reason = reason.as_str(), "bot leaves the call");
+                        self.settle_held(&mut bot);
                         bot.session.hand_off(reason);
                         self.close_bot(bot);
                     }
@@ -553,6 +637,18 @@ impl Driver {
                     link.send(ev);
                 }
             }
+        }
+    }
+
+    /// A slot a tick held for a departing bot's late frame is played or
+    /// given up now, so the caller's stream goes on whole.
+    fn settle_held(&mut self, bot: &mut BotEp) {
+        if let Some(played) = bot.session.release_held(&mut self.caller_heard) {
+            match played {
+                Played::Sound => self.caller.play_held(&self.caller_heard),
+                _ => self.caller.skip_held(),
+            }
+            record(&mut self.recorder, |r| r.heard(&self.caller_heard));
         }
     }
 
@@ -605,6 +701,11 @@ impl Driver {
         Metrics::shift(&m.playout_queued_samples, &mut self.gauges.1, 0);
         m.calls_active.fetch_sub(1, Ordering::Relaxed);
         let mut lingering = None;
+        if let Some(mut next) = self.next_bot.take() {
+            if let Some(pending) = next.connecting.take() {
+                pending.abort();
+            }
+        }
         if let Some(mut bot) = self.bot.take() {
             self.fold_stats(&mut bot);
             if let Some(mut pending) = bot.connecting.take() {
@@ -690,6 +791,7 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>, bridged: bool) -> LegRecord {
         kind: match a.target {
             DialTarget::Number(_) => "number",
             DialTarget::Extension(_) => "extension",
+            DialTarget::Bot(_) => "bot",
         }
         .into(),
         outcome: a.outcome.as_str().into(),

@@ -154,13 +154,15 @@ pub enum DialTarget {
     Number(String),
     /// An extension: its registered contacts, or what the config maps it to.
     Extension(String),
+    /// Another bot, by its WebSocket URL (`session.transfer_ws`); never dialled.
+    Bot(String),
 }
 
 impl DialTarget {
     /// The destination as the bot or the config named it.
     pub fn as_str(&self) -> &str {
         match self {
-            DialTarget::Number(n) | DialTarget::Extension(n) => n,
+            DialTarget::Number(n) | DialTarget::Extension(n) | DialTarget::Bot(n) => n,
         }
     }
 }
@@ -247,6 +249,8 @@ pub enum TransferFailure {
     NoRoute,
     /// The call has made [`MAX_HOPS`] transfers already.
     TooManyHops,
+    /// The bot a `session.transfer_ws` named could not be reached.
+    BotUnreachable,
 }
 
 impl TransferFailure {
@@ -258,6 +262,7 @@ impl TransferFailure {
             TransferFailure::Failed => "failed",
             TransferFailure::NoRoute => "no_route",
             TransferFailure::TooManyHops => "too_many_hops",
+            TransferFailure::BotUnreachable => "bot_unreachable",
         }
     }
 }
@@ -321,6 +326,13 @@ pub enum Output {
         /// Each target and how it went.
         attempts: Vec<Attempt>,
     },
+    /// Connect another bot for `session.transfer_ws`; report how it went
+    /// with [`Call::on_next_bot_connected`] or [`Call::on_next_bot_unreachable`].
+    ConnectNextBot(String),
+    /// The new bot takes the call: it gets `connected` and `start`, then the
+    /// old one gets `stop` with reason `transfer_ws` (marks it had pending
+    /// first) and its socket is closed.
+    SwapBot,
     /// Store the call's new state.
     State(CallState),
     /// The call is over. Every endpoint still up was hung up just before.
@@ -429,6 +441,8 @@ pub struct Call {
     answer_on_bot: bool,
     /// How the call ends when the phone the caller talks to hangs up.
     peer_hangup: EndReason,
+    /// A `session.transfer_ws` is connecting its new bot (since this tick).
+    next_bot: Option<u32>,
     /// The bot hung up: the tick, and the end, waiting for its keys to go out.
     hangup_pending: Option<(u32, End)>,
     ended: bool,
@@ -453,6 +467,7 @@ impl Call {
             hops: 0,
             answer_on_bot: start == Start::InboundToBot,
             peer_hangup: EndReason::AgentHangup,
+            next_bot: None,
             hangup_pending: None,
             ended: false,
             out: VecDeque::new(),
@@ -739,31 +754,7 @@ impl Call {
 
     /// The bot asked for a transfer.
     pub fn on_bot_transfer(&mut self, req: TransferRequest) {
-        if self.ended || self.bot != BotState::Connected {
-            return;
-        }
-        if self.transfer.is_some() {
-            self.refuse(
-                ErrorCode::TransferInProgress,
-                format!(
-                    "{}: a transfer is already ringing its targets; wait for its outcome",
-                    req.kind
-                ),
-            );
-            return;
-        }
-        if self.answered_at.is_none() {
-            self.refuse(
-                ErrorCode::TransferRefused,
-                format!("{}: the call is not answered yet", req.kind),
-            );
-            return;
-        }
-        if self.hangup_pending.is_some() {
-            self.refuse(
-                ErrorCode::TransferRefused,
-                format!("{}: the bot already hung up", req.kind),
-            );
+        if !self.may_transfer(req.kind) {
             return;
         }
         let caller_id = match req.caller_id {
@@ -798,6 +789,80 @@ impl Call {
             timeout_ticks: timeout_s.saturating_mul(TICKS_PER_SEC),
             caller_id,
             attempts,
+        });
+    }
+
+    /// Whether the bot may start a transfer now; refuses it if not.
+    fn may_transfer(&mut self, kind: &str) -> bool {
+        if self.ended || self.bot != BotState::Connected {
+            return false;
+        }
+        let why = if self.transfer.is_some() || self.next_bot.is_some() {
+            self.refuse(
+                ErrorCode::TransferInProgress,
+                format!("{kind}: a transfer is already under way; wait for its outcome"),
+            );
+            return false;
+        } else if self.answered_at.is_none() {
+            "the call is not answered yet"
+        } else if self.hangup_pending.is_some() {
+            "the bot already hung up"
+        } else {
+            return true;
+        };
+        self.refuse(ErrorCode::TransferRefused, format!("{kind}: {why}"));
+        false
+    }
+
+    /// The bot asked to hand the call to another bot (`session.transfer_ws`).
+    /// The new bot is connected first; the old one keeps the call until then.
+    pub fn on_bot_transfer_ws(&mut self, url: String) {
+        const KIND: &str = "session.transfer_ws";
+        if !self.may_transfer(KIND) {
+            return;
+        }
+        if self.hops >= MAX_HOPS {
+            self.out.push_back(Output::TransferFailed {
+                kind: KIND,
+                reason: TransferFailure::TooManyHops,
+                attempts: vec![Attempt {
+                    outcome: AttemptOutcome::Cancelled,
+                    ..new_attempt(DialTarget::Bot(url))
+                }],
+            });
+            return;
+        }
+        self.next_bot = Some(self.ticks);
+        self.out.push_back(Output::ConnectNextBot(url));
+    }
+
+    /// The bot a `session.transfer_ws` named is connected: it takes the call.
+    pub fn on_next_bot_connected(&mut self) {
+        if self.ended || self.next_bot.take().is_none() {
+            return;
+        }
+        self.hops += 1;
+        self.out.push_back(Output::SwapBot);
+    }
+
+    /// The bot a `session.transfer_ws` named could not be reached: the old
+    /// one keeps the call.
+    pub fn on_next_bot_unreachable(&mut self, url: String) {
+        let Some(since) = self.next_bot.take() else {
+            return;
+        };
+        if self.ended {
+            return;
+        }
+        self.out.push_back(Output::TransferFailed {
+            kind: "session.transfer_ws",
+            reason: TransferFailure::BotUnreachable,
+            attempts: vec![Attempt {
+                outcome: AttemptOutcome::Failed,
+                dialled_at: Some(since),
+                ended_at: Some(self.ticks),
+                ..new_attempt(DialTarget::Bot(url))
+            }],
         });
     }
 
@@ -1668,5 +1733,62 @@ mod tests {
         h.call.tick(false);
         h.drain();
         assert_eq!(h.end().unwrap().reason, EndReason::BotHangup);
+    }
+
+    #[test]
+    fn transfer_ws_swaps_bots_only_once_the_new_one_is_connected() {
+        let mut h = Harness::talking();
+        h.call.on_bot_transfer_ws("ws://127.0.0.1:1/next".into());
+        h.drain();
+        assert!(h
+            .outputs()
+            .contains(&&Output::ConnectNextBot("ws://127.0.0.1:1/next".into())));
+        // While it connects, another transfer is refused and the old bot keeps the call.
+        h.transfer(&["+99910001"], TransferStrategy::Simultaneous, None);
+        assert_eq!(h.refusal(), Some(ErrorCode::TransferInProgress));
+        assert!(!h.outputs().contains(&&Output::SwapBot));
+        h.call.on_next_bot_connected();
+        h.drain();
+        assert_eq!(h.outputs().last(), Some(&&Output::SwapBot));
+        assert_eq!(h.call.attended_by(), AttendedBy::Bot);
+        // The new bot may transfer again.
+        h.call.on_bot_transfer_ws("ws://127.0.0.1:1/third".into());
+        h.drain();
+        assert_eq!(
+            h.outputs().last(),
+            Some(&&Output::ConnectNextBot("ws://127.0.0.1:1/third".into()))
+        );
+    }
+
+    #[test]
+    fn transfer_ws_to_an_unreachable_bot_leaves_the_old_one_the_call() {
+        let mut h = Harness::talking();
+        h.call.on_bot_transfer_ws("ws://127.0.0.1:1/gone".into());
+        h.call
+            .on_next_bot_unreachable("ws://127.0.0.1:1/gone".into());
+        h.drain();
+        let (reason, attempts) = h.transfer_failed().unwrap();
+        assert_eq!(reason, TransferFailure::BotUnreachable);
+        assert_eq!(
+            attempts,
+            vec![("ws://127.0.0.1:1/gone".into(), AttemptOutcome::Failed, None)]
+        );
+        assert!(!h.call.is_ended());
+        assert!(!h.outputs().contains(&&Output::SwapBot));
+    }
+
+    #[test]
+    fn a_bot_transferring_to_itself_is_stopped_after_ten_hops() {
+        let mut h = Harness::talking();
+        for _ in 0..MAX_HOPS {
+            h.call.on_bot_transfer_ws("ws://127.0.0.1:1/me".into());
+            h.call.on_next_bot_connected();
+        }
+        h.drain();
+        assert!(h.transfer_failed().is_none());
+        h.call.on_bot_transfer_ws("ws://127.0.0.1:1/me".into());
+        h.drain();
+        assert_eq!(h.transfer_failed().unwrap().0, TransferFailure::TooManyHops);
+        assert!(!h.call.is_ended(), "the bot keeps the call");
     }
 }
