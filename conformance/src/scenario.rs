@@ -203,6 +203,30 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         "bridge/call-log.toml",
         include_str!("../scenarios/bridge/call-log.toml"),
     ),
+    (
+        "bridge/transfer-answered.toml",
+        include_str!("../scenarios/bridge/transfer-answered.toml"),
+    ),
+    (
+        "bridge/transfer-simultaneous.toml",
+        include_str!("../scenarios/bridge/transfer-simultaneous.toml"),
+    ),
+    (
+        "bridge/transfer-failed.toml",
+        include_str!("../scenarios/bridge/transfer-failed.toml"),
+    ),
+    (
+        "bridge/transfer-in-progress.toml",
+        include_str!("../scenarios/bridge/transfer-in-progress.toml"),
+    ),
+    (
+        "bridge/transfer-ws.toml",
+        include_str!("../scenarios/bridge/transfer-ws.toml"),
+    ),
+    (
+        "bridge/transfer-ws-unreachable.toml",
+        include_str!("../scenarios/bridge/transfer-ws-unreachable.toml"),
+    ),
 ];
 
 /// Every built-in scenario, in file order.

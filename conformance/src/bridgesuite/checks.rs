@@ -163,6 +163,34 @@ pub enum BridgeCheck {
     PhoneHangup,
     /// The call log against the call.
     CallLog(CallLogParams),
+    /// A transfer the bot asks for, and what the bot is told.
+    Transfer(TransferParams),
+}
+
+/// `[params]` of the `transfer` check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferParams {
+    /// The phone called (it answers and never hangs up).
+    number: String,
+    /// The transfer message the bot sends once the call is up. `{hangup_number}`
+    /// becomes `--hangup-number` (a phone that answers and hangs up by itself),
+    /// `{second_bot}` a second bot URL of the suite's.
+    send: String,
+    /// `transferred` (stop `transferred`), `transfer_ws` (a second session
+    /// takes the call), or `failed` (`transfer_failed`; the bot keeps the call).
+    expect: String,
+    /// Sent right after `send`, and the `error` code it must get.
+    #[serde(default)]
+    then_send: Option<String>,
+    #[serde(default)]
+    then_expect: Option<String>,
+    /// `failed`: the `transfer_failed` reason.
+    #[serde(default)]
+    reason: Option<String>,
+    /// `failed`: each attempt's `outcome`, in order.
+    #[serde(default)]
+    outcomes: Vec<String>,
 }
 
 /// A bridge scenario's check, from its file.
@@ -184,9 +212,10 @@ pub fn plan(s: &Scenario) -> Result<BridgeCheck, String> {
             BridgeCheck::PhoneHangup
         }
         "call-log" => BridgeCheck::CallLog(s.params()?),
+        "transfer" => BridgeCheck::Transfer(s.params()?),
         other => {
             return Err(format!(
-                "scenario {}: unknown bridge check {other:?} (known: call, cadence, marks, clear, dtmf-in, dtmf-out, hangup, messages, binary-audio, before-answer, unanswered, phone-hangup, call-log)",
+                "scenario {}: unknown bridge check {other:?} (known: call, cadence, marks, clear, dtmf-in, dtmf-out, hangup, messages, binary-audio, before-answer, unanswered, phone-hangup, call-log, transfer)",
                 s.name
             ))
         }
@@ -213,6 +242,14 @@ pub fn plan(s: &Scenario) -> Result<BridgeCheck, String> {
                     }
                 }
             }
+        }
+        BridgeCheck::Transfer(p)
+            if !matches!(p.expect.as_str(), "transferred" | "transfer_ws" | "failed") =>
+        {
+            return Err(format!(
+                "scenario {}: expect {:?} is not transferred, transfer_ws or failed",
+                s.name, p.expect
+            ))
         }
         BridgeCheck::Unanswered(p) if StopReason::parse(&p.reason).is_none() => {
             return Err(format!(
@@ -258,6 +295,7 @@ impl BridgeCheck {
             BridgeCheck::Unanswered(p) => unanswered(ctx, p).await,
             BridgeCheck::PhoneHangup => phone_hangup(ctx).await,
             BridgeCheck::CallLog(p) => call_log(ctx, p).await,
+            BridgeCheck::Transfer(p) => transfer(ctx, p).await,
         }
     }
 }
@@ -1055,6 +1093,116 @@ async fn call_log(ctx: &mut Ctx, p: &CallLogParams) -> Result<(), String> {
     ctx.f.expect(heard == want, || {
         format!("the recording's second channel holds {heard} of the bot's {want} samples; it must be what the caller heard")
     });
+    Ok(())
+}
+
+async fn transfer(ctx: &mut Ctx, p: &TransferParams) -> Result<(), String> {
+    let (second_url, mut second) = ctx.second_route();
+    let hangup_number = ctx.hangup_number();
+    if p.send.contains("{hangup_number}") && hangup_number.is_none() {
+        ctx.f
+            .note("skipped: this scenario needs --hangup-number (a phone that answers and hangs up by itself)");
+        return Ok(());
+    }
+    let send = p
+        .send
+        .replace("{hangup_number}", hangup_number.as_deref().unwrap_or(""))
+        .replace("{second_bot}", &second_url);
+    ctx.dial(&p.number, false, json!({})).await?;
+    ctx.accept(15 * SEC).await?;
+    let (c, f) = ctx.parts()?;
+    c.until("start", 15 * SEC).await?;
+    c.media(10).await?;
+    c.send(&send).await?;
+    if let (Some(msg), Some(code)) = (&p.then_send, &p.then_expect) {
+        c.send(msg).await?;
+        match c.until("error", 10 * SEC).await? {
+            BotEvent::Error { code: got, .. } => f.expect(&got == code, || {
+                format!("a second transfer while the first was under way got error {got:?}; expected {code:?}")
+            }),
+            _ => unreachable!("until returns the named event"),
+        }
+    }
+    let media_before = c.count("media");
+    match p.expect.as_str() {
+        "transferred" => {
+            expect_stop(c, StopReason::Transferred, 30 * SEC).await?;
+            let during = c.count("media") - media_before;
+            f.measure("media while the target rang", format!("{during} chunks"));
+            f.expect(during > 0, || {
+                "the bot heard nothing while the target rang; it keeps the caller until someone answers".into()
+            });
+            c.drain(5 * SEC).await;
+            let log = ctx.final_log(Duration::from_secs(30)).await?;
+            ctx.f.expect(log["call_state"] == "completed", || {
+                format!(
+                    "call log: call_state {} after the agent hung up; expected \"completed\"",
+                    log["call_state"]
+                )
+            });
+        }
+        "transfer_ws" => {
+            let next = tokio::time::timeout(15 * SEC, second.recv())
+                .await
+                .ok()
+                .flatten()
+                .ok_or("the second bot was never connected")?;
+            expect_stop(c, StopReason::TransferWs, 15 * SEC).await?;
+            let first_start = c.start().cloned();
+            ctx.conn = Some(next);
+            let (c, f) = ctx.parts()?;
+            c.expect_connected(10 * SEC).await?;
+            match (c.until("start", 10 * SEC).await?, first_start) {
+                (
+                    BotEvent::Start {
+                        stream_sid, start, ..
+                    },
+                    Some(BotEvent::Start {
+                        stream_sid: first_sid,
+                        start: first,
+                        ..
+                    }),
+                ) => {
+                    f.expect(start.call_sid == first.call_sid, || {
+                        format!(
+                            "the second bot's start has call_sid {}; the call's is {}",
+                            start.call_sid, first.call_sid
+                        )
+                    });
+                    f.expect(stream_sid != first_sid, || {
+                        "the second bot's stream has the first one's stream_sid; it must be a fresh one".into()
+                    });
+                }
+                _ => return Err("no start for the first or the second bot".into()),
+            }
+            c.media(10).await?;
+            hang_up(ctx, false).await?;
+        }
+        _ => {
+            match c.until("transfer_failed", 60 * SEC).await? {
+                BotEvent::TransferFailed {
+                    reason, attempts, ..
+                } => {
+                    if let Some(want) = &p.reason {
+                        f.expect(&reason == want, || {
+                            format!("transfer_failed has reason {reason:?}; expected {want:?}")
+                        });
+                    }
+                    let got: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+                    f.expect(p.outcomes.is_empty() || got == p.outcomes, || {
+                        format!(
+                            "transfer_failed attempts have outcomes {got:?}; expected {:?}",
+                            p.outcomes
+                        )
+                    });
+                }
+                _ => unreachable!("until returns the named event"),
+            }
+            // The bot keeps the call: media goes on, and its hangup ends it.
+            c.media(10).await?;
+            hang_up(ctx, false).await?;
+        }
+    }
     Ok(())
 }
 

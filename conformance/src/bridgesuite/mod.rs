@@ -210,6 +210,15 @@ impl Ctx {
             .ok_or_else(|| "no bot session".to_owned())
     }
 
+    /// A second bot URL of the suite's, and where its sessions arrive (for
+    /// `session.transfer_ws`).
+    pub fn second_route(&mut self) -> (String, tokio::sync::mpsc::UnboundedReceiver<BotConn>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let key = format!("second-{}", N.fetch_add(1, Ordering::Relaxed));
+        self.env.server.route(&key)
+    }
+
     /// The number the options give for a phone that hangs up.
     pub fn hangup_number(&self) -> Option<String> {
         self.env.hangup_number.clone()
@@ -474,7 +483,19 @@ impl Ctx {
                 ));
             }
         }
-        if let Some((_, BotEvent::Stop { reason, .. })) = c.stop() {
+        // A bot that handed the call on is not why it ended: whoever had
+        // the caller last is.
+        if let Some((_, BotEvent::Stop { reason, .. })) = c.stop().filter(|(_, e)| {
+            !matches!(
+                e,
+                BotEvent::Stop {
+                    reason: StopReason::Transferred
+                        | StopReason::TransferWs
+                        | StopReason::FlowTransfer,
+                    ..
+                }
+            )
+        }) {
             if end_reason != reason.as_str() {
                 self.f.fail(format!(
                     "call log: end_reason {end_reason:?}, but the bot got stop with reason {:?}",
