@@ -129,8 +129,9 @@ pub(crate) async fn run(
     } = setup;
     tracing::info!(to = %start.to, direction = ?start.direction, "call starts");
     let inband_dtmf = !caller.takes_out_of_band_dtmf();
-    let bot = bot.map(|target| BotEp::new(target, start.clone(), &engine, inband_dtmf));
-    let mut d = Driver {
+    let bot = bot.map(|target| Box::new(BotEp::new(target, start.clone(), &engine, inband_dtmf)));
+    // Boxed: the call's future then holds a pointer, not the endpoints.
+    let mut d = Box::new(Driver {
         started: Utc::now(),
         engine: engine.clone(),
         id,
@@ -150,7 +151,7 @@ pub(crate) async fn run(
         bridged: None,
         peer_report: None,
         gauges: (0, 0),
-    };
+    });
     engine
         .metrics()
         .calls_active
@@ -212,9 +213,9 @@ struct Driver {
     /// What the caller's phone peer hears this tick.
     peer_heard: Frame,
     targets: Vec<Target>,
-    bot: Option<BotEp>,
+    bot: Option<Box<BotEp>>,
     /// The bot a `session.transfer_ws` is connecting.
-    next_bot: Option<BotEp>,
+    next_bot: Option<Box<BotEp>>,
     /// The call's `start`, from which a next bot's is made.
     start: StartInfo,
     recorder: Option<Recorder>,
@@ -541,7 +542,7 @@ impl Driver {
                         custom_parameters: self.start.custom_parameters.clone(),
                     };
                     let inband = !self.caller.takes_out_of_band_dtmf();
-                    let mut next = BotEp::new(target, start, &self.engine, inband);
+                    let mut next = Box::new(BotEp::new(target, start, &self.engine, inband));
                     next.connecting = Some(self.engine.connect_bot(&next.target));
                     self.next_bot = Some(next);
                 }
@@ -654,7 +655,7 @@ impl Driver {
 
     /// Sends a departing bot what it still has to hear and closes its
     /// socket, politely and without holding up the call.
-    fn close_bot(&mut self, mut bot: BotEp) {
+    fn close_bot(&mut self, mut bot: Box<BotEp>) {
         self.fold_stats(&mut bot);
         if let Some(pending) = bot.connecting.take() {
             pending.abort();
@@ -773,8 +774,10 @@ impl Driver {
         );
         // Let the bots' sockets deliver `stop` and close politely before the
         // call counts as over (a shutdown waits for that).
+        // (Each in its own task: the call's future stays small.)
         if let Some(link) = lingering {
-            link.finish(Duration::from_secs(3)).await;
+            self.closing
+                .push(tokio::spawn(link.finish(Duration::from_secs(3))));
         }
         for c in self.closing.drain(..) {
             let _ = c.await;
