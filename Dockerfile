@@ -9,8 +9,9 @@
 # (BRIDGE_API_TOKEN or --api-token). Without one, the bridge generates a token at
 # first start and prints it once, to the container log.
 #
-# Recording URLs default to http://<listen address>, i.e. http://0.0.0.0:8080/...
-# inside a container. Set `[server] public_url` in a config file
+# Recording URLs default to http://<listen address>; for the wildcard 0.0.0.0
+# that is http://localhost:8080/recordings/..., which works only inside the
+# container. Set `[server] public_url` in a config file
 # (BRIDGE_CONFIG=/data/bridge.toml, see bridge/config.example.toml) to the
 # address clients use. Inside the container, ws://127.0.0.1 is the container
 # itself: a bot elsewhere needs wss:// (or `bot.allow_insecure_ws = true`).

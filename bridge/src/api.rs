@@ -344,7 +344,16 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
         "ended_at": c.ended_at.map(fmt_time),
         "wss_url": req.get("wss_url"),
         "phone": c.phone_report,
-        "legs": c.legs,
+        "legs": c.legs.iter().map(|l| json!({
+            "destination": l.destination,
+            "kind": l.kind,
+            "outcome": l.outcome,
+            "sip_code": l.sip_code,
+            "rang_at": l.rang_at.map(fmt_time),
+            "answered_at": l.answered_at.map(fmt_time),
+            "ended_at": l.ended_at.map(fmt_time),
+            "bridged": l.bridged,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! The caller hears themselves; each key they press is sent back to the
-//! phone as DTMF, and `#` hangs up. Logs go to stderr (`RUST_LOG` filters).
+//! phone as DTMF, `#` hangs up, and `0` transfers the call to
+//! `--transfer-to` (a person: the caller is bridged to them and the bot is
+//! done). Logs go to stderr (`RUST_LOG` filters).
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -21,6 +23,11 @@ struct Args {
     /// Address to listen on for the bridge's WebSocket connections.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
+    /// Where the key `0` transfers the call (`session.transfer`); `none` to
+    /// turn it off. The default is a simulated-carrier phone that answers and
+    /// speaks.
+    #[arg(long, default_value = "+99910002")]
+    transfer_to: String,
 }
 
 #[tokio::main]
@@ -39,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("echo bot listening on ws://{}/", listener.local_addr()?);
 
     tokio::select! {
-        () = examples::serve_echo(listener) => {}
+        () = examples::serve_echo_transferring(listener, (args.transfer_to != "none").then_some(args.transfer_to)) => {}
         r = tokio::signal::ctrl_c() => {
             r?;
             tracing::info!("interrupted, exiting");

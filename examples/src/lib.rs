@@ -31,19 +31,42 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// - echoes every `media` payload straight back as `response.audio.delta`;
 /// - answers every `dtmf` digit with `session.dtmf` carrying the same digit;
 /// - after the digit `#`, also sends `session.hangup`;
+/// - after the digit `0`, when it has a transfer target
+///   ([`serve_echo_transferring`]), sends `session.transfer` to it;
 /// - logs `start`, `stop` and `error` events (with the call's `call_sid`);
 /// - on `stop`, sends nothing more and closes the socket.
 ///
 /// Pings from the bridge are answered by the WebSocket layer while the
 /// session keeps reading.
 pub async fn serve_echo(listener: TcpListener) {
+    serve_echo_transferring(listener, None).await
+}
+
+/// [`serve_echo`], and the key `0` transfers the call to `transfer_to` (a
+/// number the bridge can reach); the bot logs `transfer_failed` if nobody
+/// answers, and keeps echoing.
+pub async fn serve_echo_transferring(listener: TcpListener, transfer_to: Option<String>) {
+    let transfer_to: Option<std::sync::Arc<str>> = transfer_to.map(Into::into);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let span = tracing::info_span!("echo", %peer);
+                let transfer_to = transfer_to.clone();
                 tokio::spawn(
                     async move {
-                        if let Err(e) = handle_echo_connection(stream).await {
+                        let _ = stream.set_nodelay(true);
+                        let ws =
+                            match tokio_tungstenite::accept_hdr_async(stream, log_request_headers)
+                                .await
+                            {
+                                Ok(ws) => ws,
+                                Err(e) => {
+                                    warn!("handshake failed: {e}");
+                                    return;
+                                }
+                            };
+                        info!("websocket session opened");
+                        if let Err(e) = run_echo_session(ws, transfer_to.as_deref()).await {
                             warn!("session ended with an error: {e:#}");
                         }
                     }
@@ -67,7 +90,7 @@ pub async fn handle_echo_connection(stream: TcpStream) -> anyhow::Result<()> {
     let _ = stream.set_nodelay(true);
     let ws = tokio_tungstenite::accept_hdr_async(stream, log_request_headers).await?;
     info!("websocket session opened");
-    run_echo_session(ws).await
+    run_echo_session(ws, None).await
 }
 
 /// Logs the handshake request: path, header names, and a redacted
@@ -116,7 +139,10 @@ impl Session {
     }
 }
 
-async fn run_echo_session<S>(mut ws: WebSocketStream<S>) -> anyhow::Result<()>
+async fn run_echo_session<S>(
+    mut ws: WebSocketStream<S>,
+    transfer_to: Option<&str>,
+) -> anyhow::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -179,6 +205,17 @@ where
                 };
                 ws.send(Message::text(protocol::command_json(&reply, &[])))
                     .await?;
+                if let (Some(to), '0') = (transfer_to, digit) {
+                    info!(call_sid = session.call_sid(), %to, "'0' pressed: transferring");
+                    let transfer = Command::Transfer {
+                        destinations: vec![to.to_string()],
+                        strategy: Default::default(),
+                        timeout_s: None,
+                        caller_id: None,
+                    };
+                    ws.send(Message::text(protocol::command_json(&transfer, &[])))
+                        .await?;
+                }
                 if digit == '#' {
                     info!(call_sid = session.call_sid(), "'#' pressed: hanging up");
                     let hangup = Command::Hangup { immediate: false };
