@@ -32,40 +32,10 @@ fn frame(codes: &[u8], n: usize) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bot_transfers_a_sip_caller_to_the_trunk_target_that_answers() {
-    if !sipp_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let ringing_port = free_port();
-    let mut answering_port = free_port();
-    while answering_port.abs_diff(ringing_port) < 4 {
-        answering_port = free_port();
-    }
-    let ringing = Sipp::start("uas_noanswer.xml", None, ringing_port, &[]);
-    let answering = Sipp::start("uas_answer.xml", None, answering_port, &["-rtp_echo"]);
-    let bot = TestBot::spawn(|mut c| async move {
-        c.until("start", 10 * SEC).await;
-        c.send(
-            r#"{"type":"session.transfer","destination":["+15551110000","+15552220000"],"timeout":10}"#,
-        )
-        .await;
-        c.drain(15 * SEC).await;
-        c
-    })
-    .await;
-    let toml = format!(
-        "[calls]\nring_timeout_secs = 5\n\n\
-         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
-         [[sip.trunks]]\nname = \"ringing\"\nhost = \"127.0.0.1\"\nport = {ringing_port}\n\n\
-         [[sip.trunks]]\nname = \"answering\"\nhost = \"127.0.0.1\"\nport = {answering_port}\n\n\
-         [[routes]]\nprefix = \"+1555111\"\ntrunk = \"ringing\"\n\n\
-         [[routes]]\nprefix = \"+1555222\"\ntrunk = \"answering\"\n",
-        bot.url()
-    );
-    let bridge = start_sip_bridge(dir.path(), &toml).await;
-
+/// The caller (a SIP phone) talks for 3 s and hangs up. It must hear its own
+/// frames back, unchanged, through the echoing target it was transferred to,
+/// on one RTP stream with no gap where the peer changed.
+async fn talk_and_hear_the_echo(bridge: &bridge::server::Running) {
     let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650009").await;
     let codes = stable_codes();
     let frames = 150; // 3 s
@@ -104,6 +74,43 @@ async fn a_bot_transfers_a_sip_caller_to_the_trunk_target_that_answers() {
             w[1].seq
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_transfers_a_sip_caller_to_the_trunk_target_that_answers() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ringing_port = free_port();
+    let mut answering_port = free_port();
+    while answering_port.abs_diff(ringing_port) < 4 {
+        answering_port = free_port();
+    }
+    let ringing = Sipp::start("uas_noanswer.xml", None, ringing_port, &[]);
+    let answering = Sipp::start("uas_answer.xml", None, answering_port, &["-rtp_echo"]);
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        c.send(
+            r#"{"type":"session.transfer","destination":["+15551110000","+15552220000"],"timeout":10}"#,
+        )
+        .await;
+        c.drain(15 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 5\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.trunks]]\nname = \"ringing\"\nhost = \"127.0.0.1\"\nport = {ringing_port}\n\n\
+         [[sip.trunks]]\nname = \"answering\"\nhost = \"127.0.0.1\"\nport = {answering_port}\n\n\
+         [[routes]]\nprefix = \"+1555111\"\ntrunk = \"ringing\"\n\n\
+         [[routes]]\nprefix = \"+1555222\"\ntrunk = \"answering\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+
+    talk_and_hear_the_echo(&bridge).await;
 
     let conns = bot.finished(1, 10 * SEC).await;
     assert_stream_contiguous(&conns[0].events);
@@ -138,5 +145,93 @@ async fn a_bot_transfers_a_sip_caller_to_the_trunk_target_that_answers() {
         .map(|l| l["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, vec!["cancelled", "answered"]);
+    bridge.stop().await;
+}
+
+/// `session.transfer_extension` rings an extension registered with the
+/// bridge's registrar (SIPp registers a Contact, another SIPp answers there and
+/// echoes RTP): the caller is bridged to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_transfers_a_sip_caller_to_a_registered_extension() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        // Not configured: a failed transfer, and the bot keeps the call.
+        c.send(r#"{"type":"session.transfer_extension","extension":"999"}"#)
+            .await;
+        match c.until("transfer_failed", 10 * SEC).await {
+            BotEvent::TransferFailed { reason, .. } => assert_eq!(reason, "no_route"),
+            _ => unreachable!(),
+        }
+        c.send(r#"{"type":"session.transfer_extension","extension":"101"}"#)
+            .await;
+        c.drain(15 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 5\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.extensions]]\nnumber = \"101\"\npassword = \"s3cret\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+    let phone_port = free_port();
+    let extension = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
+    let reg = Sipp::start(
+        "register.xml",
+        Some(bridge.sip_addr.unwrap()),
+        free_port(),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "s3cret",
+            "-set",
+            "contact_port",
+            &phone_port.to_string(),
+        ],
+    );
+    let (code, errors) = reg.finish(15 * SEC).await;
+    assert_eq!(code, 0, "REGISTER succeeded: {errors}");
+
+    talk_and_hear_the_echo(&bridge).await;
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::Transferred,
+            ..
+        })
+    ));
+    let (exit, errors) = extension.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the extension got the BYE: {errors}");
+    let (_, log) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/call_logs",
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .await;
+    let rec = &log["data"][0];
+    assert_eq!(rec["attended_by"], "agent", "{rec}");
+    assert_eq!(rec["agent_no"], "101");
+    let legs: Vec<(&str, &str)> = rec["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        legs,
+        vec![("extension", "failed"), ("extension", "answered")]
+    );
     bridge.stop().await;
 }
