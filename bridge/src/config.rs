@@ -134,6 +134,41 @@ pub struct DidConfig {
     pub config_api_timeout_ms: u64,
     /// Ring this registered extension instead of a bot.
     pub extension: Option<String>,
+    /// Where the call goes if its bot is lost; overrides `[calls] fallback`.
+    pub fallback: Option<Fallback>,
+}
+
+/// Where a call goes when its bot is lost mid-call (the socket closed or went
+/// dead without `session.hangup`): a number, or `extension:NNN`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Fallback {
+    /// A number, routed like any transfer target.
+    Number(String),
+    /// A registered extension.
+    Extension(String),
+}
+
+impl TryFrom<String> for Fallback {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Fallback, String> {
+        let s = s.trim();
+        if let Some(ext) = s.strip_prefix("extension:") {
+            let ext = ext.trim();
+            if ext.is_empty() {
+                return Err("fallback \"extension:\" names no extension".into());
+            }
+            return Ok(Fallback::Extension(ext.to_string()));
+        }
+        let digits = s.strip_prefix('+').unwrap_or(s);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "fallback {s:?} is neither a number (+ and digits) nor extension:NNN"
+            ));
+        }
+        Ok(Fallback::Number(s.to_string()))
+    }
 }
 
 fn default_config_api_timeout() -> u64 {
@@ -152,6 +187,8 @@ pub struct CallsConfig {
     pub caller_id: String,
     /// Ring seconds per transfer attempt when the bot's message gives no `timeout`.
     pub transfer_timeout_secs: u32,
+    /// Where a call goes when its bot is lost mid-call (else the call ends).
+    pub fallback: Option<Fallback>,
 }
 
 impl Default for CallsConfig {
@@ -161,6 +198,7 @@ impl Default for CallsConfig {
             max_duration_secs: 3600,
             caller_id: "+15550100000".into(),
             transfer_timeout_secs: 30,
+            fallback: None,
         }
     }
 }
@@ -396,5 +434,18 @@ mod tests {
         let e = Config::parse("[[carrier.phones]]\nprefix = \"+9997\"\noutcome = \"maybe\"\n")
             .unwrap_err();
         assert!(e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn a_fallback_is_a_number_or_an_extension() {
+        let cfg = Config::parse("[calls]\nfallback = \"+15551230000\"\n").unwrap();
+        assert_eq!(
+            cfg.calls.fallback,
+            Some(Fallback::Number("+15551230000".into()))
+        );
+        let cfg = Config::parse("[calls]\nfallback = \"extension:101\"\n").unwrap();
+        assert_eq!(cfg.calls.fallback, Some(Fallback::Extension("101".into())));
+        let e = Config::parse("[calls]\nfallback = \"the front desk\"\n").unwrap_err();
+        assert!(e.to_string().contains("neither a number"), "{e}");
     }
 }

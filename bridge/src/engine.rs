@@ -22,7 +22,7 @@ use crate::call::driver;
 use crate::call::state::TICKS_PER_SEC;
 use crate::call::{AttendedBy, Call, CallConfig, DialFailure, DialTarget, End, EndReason, Start};
 use crate::carrier::{PhoneLeg, Route, SimCarrier};
-use crate::config::Config;
+use crate::config::{Config, Fallback};
 use crate::metrics::Metrics;
 use crate::session::SessionConfig;
 use crate::sip::{InboundCall, InboundHandler, SipUa};
@@ -258,7 +258,7 @@ impl Engine {
             &call.custom_parameters,
         );
         let state = Call::new(
-            self.call_config(&call.from, &call.to, &call.to),
+            self.call_config(&call.from, &call.to, &call.to, None),
             Start::Outbound {
                 connect_at_answer: call.connect_ws_after_answer,
             },
@@ -303,7 +303,13 @@ impl Engine {
     /// A call's limits, and the numbers its transfers may present.
     /// `presented` is what a transfer shows by default: the number of the
     /// phone the call is about.
-    fn call_config(&self, from: &str, to: &str, presented: &str) -> CallConfig {
+    fn call_config(
+        &self,
+        from: &str,
+        to: &str,
+        presented: &str,
+        fallback: Option<&Fallback>,
+    ) -> CallConfig {
         let mut own: Vec<String> = vec![from.to_string(), to.to_string()];
         own.extend(self.cfg.dids.iter().map(|d| d.number.clone()));
         own.extend(
@@ -320,6 +326,12 @@ impl Engine {
             transfer_timeout_s: self.cfg.calls.transfer_timeout_secs,
             default_caller_id: presented.to_string(),
             own_numbers: own,
+            fallback: fallback
+                .or(self.cfg.calls.fallback.as_ref())
+                .map(|f| match f {
+                    Fallback::Number(n) => DialTarget::Number(n.clone()),
+                    Fallback::Extension(e) => DialTarget::Extension(e.clone()),
+                }),
         }
     }
 
@@ -457,7 +469,7 @@ impl Engine {
         self.set_state(id, CallState::Ringing);
         let shutdown = self.shutdown.subscribe();
         // The agent rung for this caller sees the caller's number.
-        let cfg = self.call_config(&call.from, &call.to, &call.from);
+        let cfg = self.call_config(&call.from, &call.to, &call.from, did.fallback.as_ref());
         let start = self.start_info(
             &call_sid,
             Direction::Inbound,

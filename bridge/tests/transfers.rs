@@ -484,3 +484,59 @@ async fn transfer_ws_to_an_unreachable_bot_fails_and_the_first_bot_keeps_the_cal
     let pcm = recording(bridge.addr, &rec).await;
     assert_eq!(count(&pcm.channel(1), BOT_VALUE), 8000);
 }
+
+/// A bot that drops mid-call (its socket closes without `session.hangup`):
+/// the caller goes to `[calls] fallback`, hears the person there, and the call
+/// log says `bot_lost` and where the call went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_drops_hands_the_caller_to_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("agent.wav");
+    write_wav(&wav, AGENT_VALUE, 10);
+    let cfg = bridge::config::Config::parse(&format!(
+        r#"
+[calls]
+ring_timeout_secs = 5
+fallback = "+15557770009"
+
+[[carrier.phones]]
+prefix = "+1555777"
+ring_ms = 500
+play = "{}"
+speak_after_ms = 0
+hangup_after_ms = 2000
+"#,
+        wav.display()
+    ))
+    .unwrap();
+    let bridge = start_bridge_with(dir.path(), cfg).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.until("media", 5 * SEC).await;
+        // Gone, without a word: the TCP connection just closes.
+        use tokio::io::AsyncWriteExt;
+        let _ = c.ws.get_mut().shutdown().await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["call_state"], "completed", "{rec}");
+    assert_eq!(rec["end_reason"], "bot_lost");
+    assert_eq!(rec["attended_by"], "agent");
+    assert_eq!(rec["agent_no"], "+15557770009");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![("+15557770009".into(), "answered".into(), Value::Null)]
+    );
+    let pcm = recording(bridge.addr, &rec).await;
+    let heard = count(&pcm.channel(1), AGENT_VALUE);
+    assert!(
+        heard >= 8000,
+        "the caller heard {heard} samples of the fallback"
+    );
+}

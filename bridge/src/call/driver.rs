@@ -299,6 +299,12 @@ impl Driver {
                 tracing::warn!("bot lost: {why}");
                 bot.session.on_bot_lost();
                 bot.link = None;
+                // Gone from the call: the caller hears silence until a
+                // fallback (if any) takes it.
+                if let Some(mut bot) = self.bot.take() {
+                    self.settle_held(&mut bot);
+                    self.fold_stats(&mut bot);
+                }
                 self.call.on_bot_lost();
                 return;
             }
@@ -337,8 +343,15 @@ impl Driver {
                 self.caller_to_bot();
             }
             _ => {
+                // Nobody to hear yet (a DID's extension rings) or any more
+                // (the bot was lost): the caller runs on the clock.
+                self.caller.set_paced();
                 self.caller.tick(&SILENCE);
-                drain_said(&mut *self.caller, true);
+                let mut said: Frame = [0; FRAME_SAMPLES];
+                self.caller.next_said(&mut said, true);
+                if self.call.is_answered() {
+                    record(&mut self.recorder, |r| r.write(&said, &SILENCE));
+                }
                 self.caller_events();
             }
         }

@@ -394,13 +394,25 @@ pub struct CallConfig {
     /// Numbers a transfer may present as caller ID: the operator's (DIDs,
     /// trunk caller IDs) and the call's own.
     pub own_numbers: Vec<String>,
+    /// Where the caller goes if the bot is lost mid-call; `None`: the call ends.
+    pub fallback: Option<DialTarget>,
+}
+
+/// Who rang a transfer's targets, and so what its outcome means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// The bot asked: it keeps the call if nobody answers.
+    Bot,
+    /// The call's own first target (a DID that rings an extension).
+    Did,
+    /// The bot was lost: the fallback takes the caller, or the call ends.
+    Fallback,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Transfer {
     kind: &'static str,
-    /// `None`: the call's own first target (a DID that rings an extension).
-    by_bot: bool,
+    purpose: Purpose,
     strategy: TransferStrategy,
     timeout_ticks: u32,
     caller_id: String,
@@ -443,6 +455,8 @@ pub struct Call {
     peer_hangup: EndReason,
     /// A `session.transfer_ws` is connecting its new bot (since this tick).
     next_bot: Option<u32>,
+    /// The bot was lost mid-call (the log says `bot_lost` however it ends).
+    bot_lost: bool,
     /// The bot hung up: the tick, and the end, waiting for its keys to go out.
     hangup_pending: Option<(u32, End)>,
     ended: bool,
@@ -468,6 +482,7 @@ impl Call {
             answer_on_bot: start == Start::InboundToBot,
             peer_hangup: EndReason::AgentHangup,
             next_bot: None,
+            bot_lost: false,
             hangup_pending: None,
             ended: false,
             out: VecDeque::new(),
@@ -488,7 +503,7 @@ impl Call {
                 let timeout_ticks = call.cfg.ring_limit_ticks;
                 call.begin_transfer(Transfer {
                     kind: "did",
-                    by_bot: false,
+                    purpose: Purpose::Did,
                     strategy: TransferStrategy::Simultaneous,
                     timeout_ticks,
                     caller_id,
@@ -730,12 +745,36 @@ impl Call {
             return;
         }
         self.bot = BotState::None;
-        let state = if self.answered_at.is_some() {
-            CallState::Completed
-        } else {
-            CallState::Canceled
-        };
-        self.end(End::new(state, EndReason::BotLost, None));
+        self.bot_lost = true;
+        if self.answered_at.is_none() {
+            return self.end(End::new(CallState::Canceled, EndReason::BotLost, None));
+        }
+        if self.transfer.is_some() {
+            // Targets the bot had rung go on ringing: one answering takes the
+            // caller; all failing hands over to the fallback.
+            return;
+        }
+        self.fallback_or_end();
+    }
+
+    /// The bot is gone from an answered call: the caller goes to the
+    /// configured fallback, or the call ends (`bot_lost`).
+    fn fallback_or_end(&mut self) {
+        match self.cfg.fallback.take() {
+            Some(target) if self.hops < MAX_HOPS => {
+                let caller_id = self.cfg.default_caller_id.clone();
+                let timeout_ticks = self.cfg.transfer_timeout_s.max(1) * TICKS_PER_SEC;
+                self.begin_transfer(Transfer {
+                    kind: "fallback",
+                    purpose: Purpose::Fallback,
+                    strategy: TransferStrategy::Simultaneous,
+                    timeout_ticks,
+                    caller_id,
+                    attempts: vec![new_attempt(target)],
+                });
+            }
+            _ => self.end(End::new(CallState::Completed, EndReason::BotLost, None)),
+        }
     }
 
     /// The bot hung up (its queued audio has played out). The call ends once
@@ -784,7 +823,7 @@ impl Call {
         let timeout_s = req.timeout_s.unwrap_or(self.cfg.transfer_timeout_s).max(1);
         self.begin_transfer(Transfer {
             kind: req.kind,
-            by_bot: true,
+            purpose: Purpose::Bot,
             strategy: req.strategy,
             timeout_ticks: timeout_s.saturating_mul(TICKS_PER_SEC),
             caller_id,
@@ -1001,13 +1040,21 @@ impl Call {
         let t = self.transfer.take().expect("checked");
         self.legs.extend(t.attempts.iter().cloned());
         let reason = overall_failure(&t.attempts);
-        if t.by_bot {
-            self.out.push_back(Output::TransferFailed {
-                kind: t.kind,
-                reason,
-                attempts: t.attempts,
-            });
-            return;
+        match t.purpose {
+            Purpose::Bot if self.bot == BotState::Connected => {
+                self.out.push_back(Output::TransferFailed {
+                    kind: t.kind,
+                    reason,
+                    attempts: t.attempts,
+                });
+                return;
+            }
+            // The bot that asked is gone: the fallback, or the end.
+            Purpose::Bot => return self.fallback_or_end(),
+            Purpose::Fallback => {
+                return self.end(End::new(CallState::Completed, EndReason::BotLost, None))
+            }
+            Purpose::Did => {}
         }
         // A DID's own target failed: so did the call.
         let a = &t.attempts[0];
@@ -1048,13 +1095,17 @@ impl Call {
                 }
             }
         }
-        self.bridged = Some((t.attempts[i].target.clone(), t.by_bot));
+        self.bridged = Some((t.attempts[i].target.clone(), t.purpose != Purpose::Did));
         self.legs
             .extend(t.attempts.into_iter().filter(|a| a.ep.is_some()));
-        if t.by_bot {
+        if t.purpose == Purpose::Fallback {
             self.hops += 1;
-            self.bot = BotState::None;
-            self.out.push_back(Output::StopBot(StopReason::Transferred));
+        } else if t.purpose == Purpose::Bot {
+            self.hops += 1;
+            if self.bot == BotState::Connected {
+                self.bot = BotState::None;
+                self.out.push_back(Output::StopBot(StopReason::Transferred));
+            }
         } else {
             // A DID's target answered: now the caller is answered too.
             self.peer_hangup = EndReason::ExtensionHangup;
@@ -1069,9 +1120,13 @@ impl Call {
 
     /// Ends the call: cancels a transfer, hangs up every endpoint still up,
     /// and says how it ended.
-    fn end(&mut self, end: End) {
+    fn end(&mut self, mut end: End) {
         if self.ended {
             return;
+        }
+        if self.bot_lost && matches!(end.reason, EndReason::CallEnded | EndReason::AgentHangup) {
+            // Where the caller went is in the legs; why is that the bot was lost.
+            end.reason = EndReason::BotLost;
         }
         self.ended = true;
         let ticks = self.ticks;
@@ -1169,6 +1224,7 @@ mod tests {
             transfer_timeout_s: 30,
             default_caller_id: "+15550001111".into(),
             own_numbers: vec!["+15550001111".into(), "+15550002222".into()],
+            fallback: None,
         }
     }
 
@@ -1601,17 +1657,6 @@ mod tests {
     }
 
     #[test]
-    fn the_bot_leaving_while_targets_ring_ends_the_call_and_cancels_them() {
-        let mut h = Harness::talking();
-        h.transfer(&["+99930001"], TransferStrategy::Simultaneous, None);
-        let ep = h.dialled()[0].0;
-        h.call.on_bot_lost();
-        h.drain();
-        assert_eq!(h.end().unwrap().reason, EndReason::BotLost);
-        assert!(h.hung_up.contains(&ep) && h.hung_up.contains(&CALLER));
-    }
-
-    #[test]
     fn transfers_before_the_answer_are_refused() {
         let mut h = Harness::new(Start::Outbound {
             connect_at_answer: false,
@@ -1790,5 +1835,59 @@ mod tests {
         h.drain();
         assert_eq!(h.transfer_failed().unwrap().0, TransferFailure::TooManyHops);
         assert!(!h.call.is_ended(), "the bot keeps the call");
+    }
+
+    #[test]
+    fn a_lost_bot_hands_the_caller_to_the_fallback() {
+        let mut h = Harness::talking();
+        h.call.cfg.fallback = Some(DialTarget::Number("+99910001".into()));
+        h.call.on_bot_lost();
+        h.drain();
+        assert!(!h.call.is_ended());
+        let ep = h.dialled()[0].0;
+        h.ticks(26);
+        assert_eq!(h.call.peer(), Peer::Phone(ep));
+        assert!(!h
+            .outputs()
+            .iter()
+            .any(|o| matches!(o, Output::StopBot(_) | Output::Answer)));
+        assert_eq!(h.call.attended_by(), AttendedBy::Agent("+99910001".into()));
+        h.call.on_leg(CALLER, LegEvent::HungUp);
+        h.drain();
+        let end = h.end().unwrap();
+        assert_eq!(
+            (end.state, end.reason),
+            (CallState::Completed, EndReason::BotLost)
+        );
+    }
+
+    #[test]
+    fn a_lost_bot_whose_fallback_fails_ends_the_call() {
+        let mut h = Harness::talking();
+        h.call.cfg.fallback = Some(DialTarget::Number("+99920001".into()));
+        h.call.on_bot_lost();
+        h.ticks(12);
+        let end = h.end().unwrap();
+        assert_eq!(end.reason, EndReason::BotLost);
+        assert_eq!(h.call.legs()[0].outcome, AttemptOutcome::Busy);
+    }
+
+    #[test]
+    fn a_bot_lost_while_its_transfer_rings_lets_the_target_take_the_caller() {
+        let mut h = Harness::talking();
+        h.transfer(&["+99910001"], TransferStrategy::Simultaneous, None);
+        h.call.on_bot_lost();
+        h.drain();
+        assert!(!h.call.is_ended());
+        h.ticks(26);
+        assert!(matches!(h.call.peer(), Peer::Phone(_)));
+        assert!(!h.outputs().iter().any(|o| matches!(o, Output::StopBot(_))));
+        // Without a fallback, a transfer failing after the bot left ends the call.
+        let mut h = Harness::talking();
+        h.transfer(&["+99920001"], TransferStrategy::Simultaneous, None);
+        h.call.on_bot_lost();
+        h.ticks(12);
+        assert_eq!(h.end().unwrap().reason, EndReason::BotLost);
+        assert!(h.transfer_failed().is_none());
     }
 }
