@@ -78,28 +78,6 @@ fn speech() -> bridge::wav::Pcm {
     pcm
 }
 
-/// Writes 8 kHz mono 16-bit PCM as a WAV file.
-fn write_wav(path: &Path, samples: &[i16]) {
-    let data = (samples.len() * 2) as u32;
-    let mut b = Vec::with_capacity(44 + data as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&8000u32.to_le_bytes());
-    b.extend_from_slice(&16000u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
-}
-
 /// A baresip instance answering calls on loopback, in its own directory.
 struct Baresip {
     child: Child,
@@ -308,16 +286,7 @@ async fn start_bridge_to(dir: &Path, baresip_port: u16) -> bridge::server::Runni
          [[sip.trunks]]\nname = \"baresip\"\nhost = \"127.0.0.1\"\nport = {baresip_port}\ntransport = \"udp\"\n\n\
          [[routes]]\nprefix = \"+1666\"\ntrunk = \"baresip\"\n"
     );
-    let config = bridge::config::Config::parse(&toml).expect("test config");
-    bridge::server::start(bridge::server::Options {
-        http: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_owned(),
-        api_token: Some(TOKEN.into()),
-        sip: Some("127.0.0.1:0".parse().unwrap()),
-        config,
-    })
-    .await
-    .expect("bridge with SIP starts")
+    common::sipp::start_sip_bridge(dir, &toml).await
 }
 
 /// A bot that echoes the caller's audio like `examples::serve_echo`, and hangs

@@ -59,21 +59,6 @@ async fn echo_bot() -> TestBot {
     .await
 }
 
-/// µ-law codes that survive decoding and encoding again unchanged (all but
-/// the negative zero).
-fn stable_codes() -> Vec<u8> {
-    (0..=255u8)
-        .filter(|&c| Law::Ulaw.encode(Law::Ulaw.decode(c)) == c && Law::Ulaw.decode(c).abs() > 200)
-        .collect()
-}
-
-/// Frame `n`'s µ-law payload: a pattern no other frame of the call has.
-fn frame(codes: &[u8], n: usize) -> Vec<u8> {
-    (0..160)
-        .map(|i| codes[(n * 37 + i * (n % 7 + 1)) % codes.len()])
-        .collect()
-}
-
 /// A bot's `media` payload (PCM16 LE) as µ-law.
 fn as_ulaw(payload: &[u8]) -> Vec<u8> {
     payload
@@ -99,8 +84,8 @@ async fn echoed_speech_comes_back_whole_first_frame_included_nothing_inserted() 
     let dir = tempfile::tempdir().unwrap();
     let bot = echo_bot().await;
     let bridge = start_sip_bridge(dir.path(), &bot.url()).await;
-    let codes = stable_codes();
-    let sent: Vec<Vec<u8>> = (0..FRAMES).map(|n| frame(&codes, n)).collect();
+    let codes = stable_ulaw_codes();
+    let sent: Vec<Vec<u8>> = (0..FRAMES).map(|n| ulaw_frame(&codes, n)).collect();
 
     let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650001").await;
     // The phone talks from the moment it has the answer, as phones do.
@@ -205,7 +190,7 @@ async fn keys_sent_as_events_only_and_a_quiet_phone_do_not_hold_up_media() {
         .await
     };
     let bridge = start_sip_bridge(dir.path(), &bot.url()).await;
-    let codes = stable_codes();
+    let codes = stable_ulaw_codes();
 
     let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650002").await;
     let mut clock = tokio::time::interval(Duration::from_millis(20));
@@ -218,7 +203,7 @@ async fn keys_sent_as_events_only_and_a_quiet_phone_do_not_hold_up_media() {
             clock.tick().await;
             let ts = ts0.wrapping_add(160 * n);
             phone
-                .send_rtp(n == 0, 0, ts, &frame(&codes, key as usize))
+                .send_rtp(n == 0, 0, ts, &ulaw_frame(&codes, key as usize))
                 .await;
             n = step.fetch_add(1, Ordering::SeqCst) as u32 + 1;
         }
@@ -237,7 +222,7 @@ async fn keys_sent_as_events_only_and_a_quiet_phone_do_not_hold_up_media() {
     for _ in 0..15 {
         clock.tick().await;
         let ts = ts0.wrapping_add(160 * n);
-        phone.send_rtp(false, 0, ts, &frame(&codes, 9)).await;
+        phone.send_rtp(false, 0, ts, &ulaw_frame(&codes, 9)).await;
         n = step.fetch_add(1, Ordering::SeqCst) as u32 + 1;
     }
     // Then the phone sends nothing for a second, and hangs up.

@@ -336,22 +336,7 @@ async fn extension_registers_with_digest_and_is_rung() {
     // The extension's phone: a SIPp UAS on its own port.
     let phone_port = free_port();
     let phone = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
-    let reg = Sipp::start(
-        "register.xml",
-        Some(sip),
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "s3cret",
-            "-set",
-            "contact_port",
-            &phone_port.to_string(),
-        ],
-    );
+    let reg = register(sip, "101", "s3cret", phone_port);
     let (code, errors) = reg.finish(15 * SEC).await;
     assert_eq!(
         code, 0,
@@ -472,22 +457,7 @@ async fn did_rings_a_registered_extension() {
     let sip = bridge.sip_addr.unwrap();
     let phone_port = free_port();
     let phone = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
-    let reg = Sipp::start(
-        "register.xml",
-        Some(sip),
-        free_port(),
-        &[
-            "-s",
-            "202",
-            "-au",
-            "202",
-            "-ap",
-            "pw202",
-            "-set",
-            "contact_port",
-            &phone_port.to_string(),
-        ],
-    );
+    let reg = register(sip, "202", "pw202", phone_port);
     let (code, errors) = reg.finish(15 * SEC).await;
     assert_eq!(code, 0, "the extension registered: {errors}");
 

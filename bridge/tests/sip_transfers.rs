@@ -10,7 +10,6 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use codecs::g711::Law;
 use common::phone::SipPhone;
 use common::sipp::*;
 use common::*;
@@ -18,28 +17,14 @@ use protocol::{BotEvent, StopReason};
 
 const DID: &str = "+15550004000";
 
-/// µ-law codes that survive decoding and encoding again, and are not quiet.
-fn stable_codes() -> Vec<u8> {
-    (0..=255u8)
-        .filter(|&c| Law::Ulaw.encode(Law::Ulaw.decode(c)) == c && Law::Ulaw.decode(c).abs() > 200)
-        .collect()
-}
-
-/// Frame `n`'s payload: a pattern no other frame of the call has.
-fn frame(codes: &[u8], n: usize) -> Vec<u8> {
-    (0..160)
-        .map(|i| codes[(n * 37 + i * (n % 7 + 1)) % codes.len()])
-        .collect()
-}
-
 /// The caller (a SIP phone) talks for 3 s and hangs up. It must hear its own
 /// frames back, unchanged, through the echoing target it was transferred to,
 /// on one RTP stream with no gap where the peer changed.
 async fn talk_and_hear_the_echo(bridge: &bridge::server::Running) {
     let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650009").await;
-    let codes = stable_codes();
+    let codes = stable_ulaw_codes();
     let frames = 150; // 3 s
-    let sent: Vec<Vec<u8>> = (0..frames).map(|n| frame(&codes, n)).collect();
+    let sent: Vec<Vec<u8>> = (0..frames).map(|n| ulaw_frame(&codes, n)).collect();
     let mut clock = tokio::time::interval(Duration::from_millis(20));
     let ts0: u32 = rand::random();
     for (n, payload) in sent.iter().enumerate() {
@@ -181,22 +166,7 @@ async fn a_bot_transfers_a_sip_caller_to_a_registered_extension() {
     let bridge = start_sip_bridge(dir.path(), &toml).await;
     let phone_port = free_port();
     let extension = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
-    let reg = Sipp::start(
-        "register.xml",
-        Some(bridge.sip_addr.unwrap()),
-        free_port(),
-        &[
-            "-s",
-            "101",
-            "-au",
-            "101",
-            "-ap",
-            "s3cret",
-            "-set",
-            "contact_port",
-            &phone_port.to_string(),
-        ],
-    );
+    let reg = register(bridge.sip_addr.unwrap(), "101", "s3cret", phone_port);
     let (code, errors) = reg.finish(15 * SEC).await;
     assert_eq!(code, 0, "REGISTER succeeded: {errors}");
 

@@ -17,40 +17,28 @@ const AGENT_VALUE: i16 = 1234;
 /// What the bot says after a failed transfer.
 const BOT_VALUE: i16 = 777;
 
-/// A 16-bit 8 kHz mono WAV of `secs` seconds of `value`.
-fn write_wav(path: &Path, value: i16, secs: u32) {
-    let samples = 8000 * secs;
-    let data = samples * 2;
-    let mut b = Vec::with_capacity(44 + data as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&8000u32.to_le_bytes());
-    b.extend_from_slice(&16000u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for _ in 0..samples {
-        b.extend_from_slice(&value.to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
+/// `secs` seconds of `value` as a WAV file.
+fn write_wav_of(path: &Path, value: i16, secs: u32) {
+    write_wav(path, &vec![value; 8000 * secs as usize]);
 }
 
 /// The bridge with an agent at `+1555777…` who answers after 500 ms, talks
 /// (a constant value) at once and hangs up after 3 s.
 async fn bridge_with_agent(dir: &Path) -> bridge::server::Running {
+    bridge_with_agent_and(dir, "").await
+}
+
+/// [`bridge_with_agent`] with more `[calls]` keys.
+async fn bridge_with_agent_and(dir: &Path, calls: &str) -> bridge::server::Running {
     let wav = dir.join("agent.wav");
-    write_wav(&wav, AGENT_VALUE, 10);
+    write_wav_of(&wav, AGENT_VALUE, 10);
     let cfg = bridge::config::Config::parse(&format!(
         r#"
 [calls]
 ring_timeout_secs = 5
 max_duration_secs = 60
 caller_id = "+15550100000"
+{calls}
 
 [[carrier.phones]]
 prefix = "+1555777"
@@ -491,25 +479,7 @@ async fn transfer_ws_to_an_unreachable_bot_fails_and_the_first_bot_keeps_the_cal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_that_drops_hands_the_caller_to_the_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("agent.wav");
-    write_wav(&wav, AGENT_VALUE, 10);
-    let cfg = bridge::config::Config::parse(&format!(
-        r#"
-[calls]
-ring_timeout_secs = 5
-fallback = "+15557770009"
-
-[[carrier.phones]]
-prefix = "+1555777"
-ring_ms = 500
-play = "{}"
-speak_after_ms = 0
-hangup_after_ms = 2000
-"#,
-        wav.display()
-    ))
-    .unwrap();
-    let bridge = start_bridge_with(dir.path(), cfg).await;
+    let bridge = bridge_with_agent_and(dir.path(), "fallback = \"+15557770009\"").await;
     let bot = TestBot::spawn(|mut c| async move {
         c.until("start", 5 * SEC).await;
         c.until("media", 5 * SEC).await;

@@ -348,6 +348,43 @@ impl TestBot {
     }
 }
 
+/// Writes 8 kHz mono 16-bit PCM as a WAV file.
+pub fn write_wav(path: &Path, samples: &[i16]) {
+    let data = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + data as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// µ-law codes that survive decoding and encoding again, and are not quiet.
+pub fn stable_ulaw_codes() -> Vec<u8> {
+    use codecs::g711::Law;
+    (0..=255u8)
+        .filter(|&c| Law::Ulaw.encode(Law::Ulaw.decode(c)) == c && Law::Ulaw.decode(c).abs() > 200)
+        .collect()
+}
+
+/// Frame `n`'s µ-law payload: a pattern no other frame of the call has.
+pub fn ulaw_frame(codes: &[u8], n: usize) -> Vec<u8> {
+    (0..160)
+        .map(|i| codes[(n * 37 + i * (n % 7 + 1)) % codes.len()])
+        .collect()
+}
+
 pub const SEC: Duration = Duration::from_secs(1);
 
 /// The session's events keep the contract (conformance's stream checks: order,

@@ -98,6 +98,27 @@ impl Sipp {
     }
 }
 
+/// Starts SIPp registering extension `ext` (digest password `password`) at
+/// `bridge`, with its Contact on `contact_port`; finish it to see the result.
+pub fn register(bridge: SocketAddr, ext: &str, password: &str, contact_port: u16) -> Sipp {
+    Sipp::start(
+        "register.xml",
+        Some(bridge),
+        free_port(),
+        &[
+            "-s",
+            ext,
+            "-au",
+            ext,
+            "-ap",
+            password,
+            "-set",
+            "contact_port",
+            &contact_port.to_string(),
+        ],
+    )
+}
+
 pub async fn start_sip_bridge(dir: &std::path::Path, toml: &str) -> bridge::server::Running {
     init_logs();
     let config = bridge::config::Config::parse(toml).expect("test config");
