@@ -104,6 +104,10 @@ pub struct ExtensionConfig {
     pub number: String,
     /// Its digest password.
     pub password: String,
+    /// Numbers rung together with the extension's registered phones when a
+    /// bot transfers to it (`session.transfer_extension`), e.g. a mobile.
+    #[serde(default)]
+    pub also_ring: Vec<String>,
 }
 
 /// An outbound route.
@@ -376,6 +380,17 @@ impl Config {
                     r.trunk,
                     trunks.join(", ")
                 ));
+            }
+        }
+        for e in &cfg.sip.extensions {
+            for n in &e.also_ring {
+                let digits = n.strip_prefix('+').unwrap_or(n);
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(format!(
+                        "extension {}: also_ring {n:?} is not a number (+ and digits)",
+                        e.number
+                    ));
+                }
             }
         }
         for d in &cfg.dids {

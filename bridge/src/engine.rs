@@ -386,6 +386,32 @@ impl Engine {
         }
     }
 
+    /// What ringing extension `ext` means: each of its registered phones and
+    /// the numbers the config adds (`also_ring`); the extension itself when
+    /// that is nothing (so the failure says why: not configured, not
+    /// registered).
+    pub(crate) fn extension_targets(&self, ext: &str) -> Vec<DialTarget> {
+        let mut targets: Vec<DialTarget> = self
+            .sip
+            .get()
+            .filter(|ua| ua.extension(ext).is_some())
+            .map(|ua| ua.contacts(ext))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|uri| DialTarget::Contact {
+                extension: ext.to_string(),
+                uri,
+            })
+            .collect();
+        if let Some(cfg) = self.cfg.sip.extensions.iter().find(|e| e.number == ext) {
+            targets.extend(cfg.also_ring.iter().cloned().map(DialTarget::Number));
+        }
+        if targets.is_empty() {
+            targets.push(DialTarget::Extension(ext.to_string()));
+        }
+        targets
+    }
+
     /// Rings a transfer's target (or a DID's extension), presenting `caller_id`.
     pub(crate) fn dial_target(
         &self,
@@ -409,6 +435,16 @@ impl Engine {
                     404,
                     EndReason::NoRoute,
                     format!("extension {ext}: SIP is not running"),
+                )),
+            },
+            DialTarget::Contact { uri, .. } => match self.sip.get() {
+                Some(ua) => ua.dial_contact(uri, caller_id).map_err(|e| {
+                    DialError::new(480, EndReason::ExtensionUnavailable, e.to_string())
+                }),
+                None => Err(DialError::new(
+                    404,
+                    EndReason::NoRoute,
+                    "SIP is not running".into(),
                 )),
             },
             DialTarget::Bot(url) => Err(DialError::new(

@@ -1075,6 +1075,30 @@ impl SipUa {
     }
 
     /// True if the extension has a live registration.
+    /// Every registered contact of an extension, oldest first.
+    pub fn contacts(&self, number: &str) -> Vec<String> {
+        let b = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        b.get(number)
+            .map(|l| {
+                l.iter()
+                    .filter(|x| x.expires > now)
+                    .map(|x| x.contact.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rings one registered contact of an extension, presenting `from`.
+    pub fn dial_contact(
+        self: &Arc<Self>,
+        contact: &str,
+        from: &str,
+    ) -> Result<Box<dyn PhoneLeg>, DialError> {
+        let caller = format!("sip:{from}@{}", self.public_ip);
+        self.invite(contact, &caller, from, None, None)
+    }
+
     pub fn is_registered(&self, number: &str) -> bool {
         let b = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
         b.get(number)

@@ -205,3 +205,67 @@ async fn a_bot_transfers_a_sip_caller_to_a_registered_extension() {
     );
     bridge.stop().await;
 }
+
+/// An extension registered from two phones rings both; the one that answers
+/// takes the caller and the other gets a CANCEL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_extension_rings_every_registered_phone() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        c.send(r#"{"type":"session.transfer_extension","extension":"101"}"#)
+            .await;
+        c.drain(15 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 5\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.extensions]]\nnumber = \"101\"\npassword = \"s3cret\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+    let desk_port = free_port();
+    let mut mobile_port = free_port();
+    while mobile_port.abs_diff(desk_port) < 4 {
+        mobile_port = free_port();
+    }
+    let desk = Sipp::start("uas_noanswer.xml", None, desk_port, &[]);
+    let mobile = Sipp::start("uas_answer.xml", None, mobile_port, &["-rtp_echo"]);
+    for port in [desk_port, mobile_port] {
+        let (code, errors) = register(bridge.sip_addr.unwrap(), "101", "s3cret", port)
+            .finish(15 * SEC)
+            .await;
+        assert_eq!(code, 0, "REGISTER from port {port}: {errors}");
+    }
+
+    talk_and_hear_the_echo(&bridge).await;
+
+    let (exit, errors) = desk.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the phone that only rang got a CANCEL: {errors}");
+    let (exit, errors) = mobile.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the phone that answered got the BYE: {errors}");
+    let (_, log) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/call_logs",
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .await;
+    let rec = &log["data"][0];
+    let mut outcomes: Vec<&str> = rec["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["answered", "cancelled"], "{rec}");
+    assert_eq!(rec["agent_no"], "101");
+    bridge.stop().await;
+}

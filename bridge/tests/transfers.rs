@@ -510,3 +510,28 @@ async fn a_bot_that_drops_hands_the_caller_to_the_fallback() {
         "the caller heard {heard} samples of the fallback"
     );
 }
+
+/// An extension rings the numbers the config adds to it (`also_ring`), here
+/// with no phone registered (and SIP off): the agent's mobile answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_extension_rings_the_numbers_the_config_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent_and(
+        dir.path(),
+        "\n[[sip.extensions]]\nnumber = \"200\"\npassword = \"pw\"\nalso_ring = [\"+15557770002\"]\n",
+    )
+    .await;
+    let bot = transferring_bot(r#"{"type":"session.transfer_extension","extension":"200"}"#).await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "agent_hangup", "{rec}");
+    assert_eq!(rec["agent_no"], "+15557770002");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![("+15557770002".into(), "answered".into(), Value::Null)]
+    );
+}

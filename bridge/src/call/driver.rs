@@ -507,6 +507,18 @@ impl Driver {
                         ),
                     }
                 }
+                Action::Transfer(Command::TransferExtension { extension }) => {
+                    // An extension rings all its phones (and the numbers the
+                    // config adds) at once.
+                    let targets = self.engine.extension_targets(&extension);
+                    self.call.on_bot_transfer(TransferRequest {
+                        kind: "session.transfer_extension",
+                        targets,
+                        strategy: protocol::TransferStrategy::Simultaneous,
+                        timeout_s: None,
+                        caller_id: None,
+                    });
+                }
                 Action::Transfer(cmd) => match transfer_request(cmd) {
                     Ok(req) => self.call.on_bot_transfer(req),
                     Err((code, message)) => bot.session.refuse(code, message),
@@ -806,7 +818,7 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>, bridged: bool) -> LegRecord {
         destination: a.target.as_str().to_string(),
         kind: match a.target {
             DialTarget::Number(_) => "number",
-            DialTarget::Extension(_) => "extension",
+            DialTarget::Extension(_) | DialTarget::Contact { .. } => "extension",
             DialTarget::Bot(_) => "bot",
         }
         .into(),
@@ -871,13 +883,6 @@ fn transfer_request(cmd: Command) -> Result<TransferRequest, (ErrorCode, String)
                 caller_id,
             })
         }
-        Command::TransferExtension { extension } => Ok(TransferRequest {
-            kind,
-            targets: vec![DialTarget::Extension(extension)],
-            strategy: protocol::TransferStrategy::Simultaneous,
-            timeout_s: None,
-            caller_id: None,
-        }),
         _ => Err((
             ErrorCode::NotSupported,
             format!("{kind} is not supported by this bridge yet; the call goes on with this bot"),

@@ -156,6 +156,13 @@ pub enum DialTarget {
     Extension(String),
     /// Another bot, by its WebSocket URL (`session.transfer_ws`); never dialled.
     Bot(String),
+    /// One registered phone of an extension (an extension rings all of them).
+    Contact {
+        /// The extension.
+        extension: String,
+        /// Its registered Contact URI.
+        uri: String,
+    },
 }
 
 impl DialTarget {
@@ -163,6 +170,7 @@ impl DialTarget {
     pub fn as_str(&self) -> &str {
         match self {
             DialTarget::Number(n) | DialTarget::Extension(n) | DialTarget::Bot(n) => n,
+            DialTarget::Contact { extension, .. } => extension,
         }
     }
 }
