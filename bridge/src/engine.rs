@@ -519,10 +519,7 @@ impl Engine {
                 call_sid,
                 start,
                 bot: None,
-                call: Call::new(
-                    cfg,
-                    Start::InboundToPhone(DialTarget::Extension(ext.clone())),
-                ),
+                call: Call::new(cfg, Start::InboundToPhone(self.extension_targets(ext))),
             };
             driver::run(self, setup, leg, shutdown)
                 .instrument(span)

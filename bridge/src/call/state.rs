@@ -383,9 +383,9 @@ pub enum Start {
     /// The caller rang a DID whose bot takes it: the bot connects now, and the
     /// caller is answered once it is there.
     InboundToBot,
-    /// The caller rang a DID that rings a target (an extension): the caller is
-    /// answered when the target answers, and bridged to it.
-    InboundToPhone(DialTarget),
+    /// The caller rang a DID that rings targets (an extension's phones, all at
+    /// once): the caller is answered when one answers, and bridged to it.
+    InboundToPhone(Vec<DialTarget>),
 }
 
 /// A call's limits and numbers.
@@ -506,7 +506,7 @@ impl Call {
                 call.bot = BotState::Connecting;
                 call.out.push_back(Output::ConnectBot);
             }
-            Start::InboundToPhone(target) => {
+            Start::InboundToPhone(targets) => {
                 let caller_id = call.cfg.default_caller_id.clone();
                 let timeout_ticks = call.cfg.ring_limit_ticks;
                 call.begin_transfer(Transfer {
@@ -515,7 +515,7 @@ impl Call {
                     strategy: TransferStrategy::Simultaneous,
                     timeout_ticks,
                     caller_id,
-                    attempts: vec![new_attempt(target)],
+                    attempts: targets.into_iter().map(new_attempt).collect(),
                 });
             }
         }
@@ -1064,8 +1064,20 @@ impl Call {
             }
             Purpose::Did => {}
         }
-        // A DID's own target failed: so did the call.
-        let a = &t.attempts[0];
+        // A DID's own targets failed: so did the call, as the one that says
+        // most about why (busy, rang out, or the first).
+        let a = match reason {
+            TransferFailure::Busy => t
+                .attempts
+                .iter()
+                .find(|a| a.outcome == AttemptOutcome::Busy),
+            TransferFailure::NoAnswer => t
+                .attempts
+                .iter()
+                .find(|a| a.outcome == AttemptOutcome::NoAnswer),
+            _ => None,
+        }
+        .unwrap_or(&t.attempts[0]);
         let end = match (a.outcome, a.dial_failure) {
             (_, Some(EndReason::NoRoute)) => End::new(CallState::Failed, EndReason::NoRoute, None),
             (_, Some(reason)) => End::new(CallState::Failed, reason, None),
@@ -1676,9 +1688,9 @@ mod tests {
 
     #[test]
     fn a_did_that_rings_an_extension_answers_the_caller_when_it_answers() {
-        let mut h = Harness::new(Start::InboundToPhone(DialTarget::Number(
+        let mut h = Harness::new(Start::InboundToPhone(vec![DialTarget::Number(
             "+99910001".into(),
-        )));
+        )]));
         let ep = h.dialled()[0].0;
         h.ticks(26);
         let outs = h.outputs();
@@ -1704,9 +1716,9 @@ mod tests {
 
     #[test]
     fn a_did_whose_extension_is_busy_or_unreachable_fails_the_call() {
-        let mut h = Harness::new(Start::InboundToPhone(DialTarget::Number(
+        let mut h = Harness::new(Start::InboundToPhone(vec![DialTarget::Number(
             "+99920001".into(),
-        )));
+        )]));
         h.ticks(12);
         let end = h.end().unwrap();
         assert_eq!(
@@ -1715,9 +1727,9 @@ mod tests {
         );
         assert!(h.hung_up.contains(&CALLER));
 
-        let h = Harness::new(Start::InboundToPhone(DialTarget::Number(
+        let h = Harness::new(Start::InboundToPhone(vec![DialTarget::Number(
             "+15550009999".into(),
-        )));
+        )]));
         let end = h.end().unwrap();
         assert_eq!(
             (end.state, end.reason, end.sip_code),
@@ -1897,5 +1909,24 @@ mod tests {
         h.ticks(12);
         assert_eq!(h.end().unwrap().reason, EndReason::BotLost);
         assert!(h.transfer_failed().is_none());
+    }
+
+    #[test]
+    fn a_did_rings_all_its_targets_and_fails_as_the_most_telling_one() {
+        let mut h = Harness::new(Start::InboundToPhone(vec![
+            DialTarget::Number("+99920001".into()),
+            DialTarget::Number("+99910001".into()),
+        ]));
+        assert_eq!(h.dialled().len(), 2);
+        h.ticks(26);
+        assert!(matches!(h.call.peer(), Peer::Phone(_)));
+
+        let mut h = Harness::new(Start::InboundToPhone(vec![
+            DialTarget::Number("+99940001".into()),
+            DialTarget::Number("+99920001".into()),
+        ]));
+        h.ticks(12);
+        let end = h.end().unwrap();
+        assert_eq!((end.state, end.sip_code), (CallState::Busy, Some(486)));
     }
 }
