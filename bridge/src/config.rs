@@ -105,7 +105,7 @@ pub struct ExtensionConfig {
     /// Its digest password.
     pub password: String,
     /// Numbers rung together with the extension's registered phones when a
-    /// bot transfers to it (`session.transfer_extension`), e.g. a mobile.
+    /// DID or a bot's `session.transfer_extension` rings it, e.g. a mobile.
     #[serde(default)]
     pub also_ring: Vec<String>,
 }
