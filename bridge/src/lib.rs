@@ -1,9 +1,13 @@
 //! The bridge: puts phone calls on WebSockets to voice bots.
 //!
+//! - [`call`]: one call's decisions ([`call::state::Call`], sans-I/O) and the
+//!   thin driver that runs it on its 20 ms clock.
 //! - [`session`] and [`media`]: one call's bot protocol and playout queue, sans-I/O.
-//! - [`carrier`]: the phone side of a call, and the simulated carrier.
+//! - [`carrier`]: the phone side of a call (`PhoneLeg`), and the simulated carrier.
+//! - [`sip`]: the SIP user agent and its leg, with the sans-I/O media under it
+//!   ([`sdp`], [`rtp`], [`rtpstream`], [`jitter`], re-exported here).
 //! - [`botlink`]: the bot's WebSocket (connect, I/O task, liveness).
-//! - [`engine`]: places calls and runs each on its 20 ms clock.
+//! - [`engine`]: routes numbers and DIDs, and starts each call.
 //! - [`store`]: SQLite persistence; [`wav`]: recordings.
 //! - [`api`]: the REST API; [`server`]: start-up and shutdown of the whole.
 
@@ -13,14 +17,12 @@ pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod engine;
-pub mod jitter;
 pub mod media;
 pub mod metrics;
-pub mod rtp;
-pub mod rtpstream;
-pub mod sdp;
 pub mod server;
 pub mod session;
 pub mod sip;
 pub mod store;
 pub mod wav;
+
+pub use sip::{jitter, rtp, rtpstream, sdp};

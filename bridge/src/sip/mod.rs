@@ -7,6 +7,11 @@
 //! and the socket's readiness what it receives, so a packet from the phone
 //! reaches the bot the moment it arrives.
 
+pub mod jitter;
+pub mod rtp;
+pub mod rtpstream;
+pub mod sdp;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -33,7 +38,6 @@ use crate::carrier::{LegEvent, PhoneLeg};
 use crate::config::{ExtensionConfig, SipConfig, TrunkConfig};
 use crate::jitter::JitterConfig;
 use crate::rtpstream::{Outbox, RtpStream, RxOutcome};
-use crate::sdp;
 
 /// A pool of RTP ports; a port goes back when its guard drops.
 pub struct PortPool {
