@@ -91,6 +91,15 @@ impl BotEp {
         }
     }
 
+    /// Hands the session's events to the socket (dropped when there is none).
+    fn flush(&mut self) {
+        while let Some(ev) = self.session.poll_event() {
+            if let Some(link) = self.link.as_mut() {
+                link.send(ev);
+            }
+        }
+    }
+
     fn backlog(&self) -> usize {
         self.link.as_ref().map_or(0, |l| l.backlog())
     }
@@ -484,11 +493,7 @@ impl Driver {
         let Some(bot) = self.bot.as_mut() else {
             return;
         };
-        while let Some(ev) = bot.session.poll_event() {
-            if let Some(link) = bot.link.as_mut() {
-                link.send(ev);
-            }
-        }
+        bot.flush();
         while let Some(a) = bot.session.poll_action() {
             match a {
                 Action::Hangup => self.call.on_bot_hangup(),
@@ -525,12 +530,8 @@ impl Driver {
                 },
             }
         }
-        // What the call said back (a refusal) goes out in the same turn.
-        while let Some(ev) = bot.session.poll_event() {
-            if let Some(link) = bot.link.as_mut() {
-                link.send(ev);
-            }
-        }
+        // What the call said back (a refusal) goes out with the outputs'
+        // events, at the end of `apply_outputs`, in the same turn.
     }
 
     /// Carries out what the call asks.
@@ -576,11 +577,7 @@ impl Driver {
                         // The new bot hears `connected` and `start` first...
                         next.session.on_bot_connected();
                         next.session.on_answer();
-                        if let Some(link) = next.link.as_mut() {
-                            while let Some(ev) = next.session.poll_event() {
-                                link.send(ev);
-                            }
-                        }
+                        next.flush();
                         // ...then the old one its marks and `stop`.
                         if let Some(mut old) = self.bot.replace(next) {
                             self.settle_held(&mut old);
@@ -658,11 +655,7 @@ impl Driver {
         }
         // Events the outputs made (a refusal, `transfer_failed`) go out now.
         if let Some(bot) = self.bot.as_mut() {
-            while let Some(ev) = bot.session.poll_event() {
-                if let Some(link) = bot.link.as_mut() {
-                    link.send(ev);
-                }
-            }
+            bot.flush();
         }
     }
 
@@ -685,10 +678,8 @@ impl Driver {
         if let Some(pending) = bot.connecting.take() {
             pending.abort();
         }
-        if let Some(mut link) = bot.link.take() {
-            while let Some(ev) = bot.session.poll_event() {
-                link.send(ev);
-            }
+        bot.flush();
+        if let Some(link) = bot.link.take() {
             self.closing
                 .push(tokio::spawn(link.finish(Duration::from_secs(3))));
         }
@@ -750,11 +741,7 @@ impl Driver {
             if let Some(reason) = end.stop {
                 bot.session.finish(reason);
             }
-            if let Some(link) = bot.link.as_mut() {
-                while let Some(ev) = bot.session.poll_event() {
-                    link.send(ev);
-                }
-            }
+            bot.flush();
             lingering = bot.link.take();
         }
         let recording = self.recorder.take().and_then(|r| match r.finish() {
