@@ -17,6 +17,7 @@ pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod engine;
+pub mod flow;
 pub mod media;
 pub mod metrics;
 pub mod server;
