@@ -353,6 +353,7 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
             "answered_at": l.answered_at.map(fmt_time),
             "ended_at": l.ended_at.map(fmt_time),
             "bridged": l.bridged,
+            "phone": l.phone,
         })).collect::<Vec<_>>(),
     })
 }

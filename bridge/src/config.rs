@@ -193,6 +193,9 @@ pub struct CallsConfig {
     pub transfer_timeout_secs: u32,
     /// Where a call goes when its bot is lost mid-call (else the call ends).
     pub fallback: Option<Fallback>,
+    /// A WAV file a caller on hold hears, looped (a warm transfer's
+    /// briefing); any rate, mono or stereo. Without it: silence.
+    pub hold_audio: Option<PathBuf>,
 }
 
 impl Default for CallsConfig {
@@ -203,6 +206,7 @@ impl Default for CallsConfig {
             caller_id: "+15550100000".into(),
             transfer_timeout_secs: 30,
             fallback: None,
+            hold_audio: None,
         }
     }
 }

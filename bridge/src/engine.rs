@@ -79,6 +79,8 @@ pub struct Engine {
     http: reqwest::Client,
     live: AtomicUsize,
     idle: Notify,
+    /// What a caller on hold hears (`[calls] hold_audio`), 8 kHz.
+    hold: Option<Arc<[i16]>>,
 }
 
 /// Why a target cannot be dialled; the call goes on.
@@ -115,7 +117,15 @@ impl Engine {
         let carrier = SimCarrier::new(&cfg.carrier)?;
         let tls = botlink::tls_config(cfg.bot.extra_ca_file.as_deref())?;
         std::fs::create_dir_all(&recordings)?;
+        let hold = match &cfg.calls.hold_audio {
+            Some(path) => Some(
+                crate::flow::clips::read_8k(path)
+                    .map_err(|e| anyhow::anyhow!("[calls] hold_audio {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(Engine {
+            hold,
             cfg,
             store,
             carrier,
@@ -145,6 +155,11 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// What a caller on hold hears, if the config names it (else silence).
+    pub fn hold_audio(&self) -> Option<&[i16]> {
+        self.hold.as_deref()
     }
 
     /// Where recordings are written.

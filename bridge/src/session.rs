@@ -421,7 +421,9 @@ impl CallSession {
             Command::Transfer { .. }
             | Command::TransferWs { .. }
             | Command::FlowTransfer { .. }
-            | Command::TransferExtension { .. } => {
+            | Command::TransferExtension { .. }
+            | Command::TransferComplete
+            | Command::TransferCancel => {
                 if self.hangup_drain.is_some() {
                     let what = cmd.name();
                     self.refuse(
@@ -508,6 +510,15 @@ impl CallSession {
             },
             false,
         );
+    }
+
+    /// Tells the bot its warm transfer's target answered: from now on it
+    /// talks to the target alone, until it completes or cancels.
+    pub fn transfer_answered(&mut self, kind: &str, destination: &str) {
+        if self.bot != BotState::Started {
+            return;
+        }
+        self.emit(&Event::TransferAnswered { kind, destination }, false);
     }
 
     /// The bot hands the call on (to a person, another bot or a flow): audio

@@ -1,5 +1,5 @@
-//! Persistence: calls, their state changes and outcomes, and settings, in one
-//! SQLite file under the data directory.
+//! Persistence: calls, their state changes and outcomes, settings, and flows
+//! (dial plans and schedules), in one SQLite file under the data directory.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
+
+use crate::flow::{DialPlan, Schedule};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +170,10 @@ pub struct LegRecord {
     pub ended_at: Option<DateTime<Utc>>,
     /// It ended up with the caller.
     pub bridged: bool,
+    /// What its phone reported when it hung up (a virtual phone: what it
+    /// heard and said), if it reports anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<serde_json::Value>,
 }
 
 impl CallRecord {
@@ -261,6 +267,20 @@ CREATE TABLE IF NOT EXISTS call_events (
     state   TEXT NOT NULL,
     detail  TEXT
 );
+CREATE TABLE IF NOT EXISTS dial_plans (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 ";
 
 const CALL_COLUMNS: &str = "id, call_sid, direction, from_no, to_no, state, end_reason, sip_code, \
@@ -308,6 +328,21 @@ fn row_to_call(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
         attended_by: r.get(17)?,
         agent_no: r.get(18)?,
     })
+}
+
+/// Flows and schedules are stored whole as JSON, with their id and name beside
+/// for listing. The two tables have the same columns.
+const DATA_TABLES: [&str; 2] = ["dial_plans", "schedules"];
+
+/// A stored JSON body (column 0) with its times (columns 1 and 2).
+fn row_to_body<T: serde::de::DeserializeOwned>(
+    r: &Row<'_>,
+) -> rusqlite::Result<(T, String, String)> {
+    let body: String = r.get(0)?;
+    let t = serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok((t, r.get(1)?, r.get(2)?))
 }
 
 impl Store {
@@ -492,6 +527,120 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Inserts or replaces a row of `dial_plans` or `schedules`; an update
+    /// keeps the row's `created_at`.
+    fn put_body<T: serde::Serialize>(
+        &self,
+        table: &str,
+        id: &str,
+        name: &str,
+        body: &T,
+    ) -> Result<(), StoreError> {
+        debug_assert!(DATA_TABLES.contains(&table));
+        let body = serde_json::to_string(body)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let now = ts(Utc::now());
+        self.conn().execute(
+            &format!(
+                "INSERT INTO {table}(id, name, body, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, body = excluded.body,
+                     updated_at = excluded.updated_at"
+            ),
+            params![id, name, body, now],
+        )?;
+        Ok(())
+    }
+
+    /// Every row of `dial_plans` or `schedules` by id, or the one with `id`.
+    fn bodies<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<(T, String, String)>, StoreError> {
+        debug_assert!(DATA_TABLES.contains(&table));
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT body, created_at, updated_at FROM {table}
+             WHERE ?1 IS NULL OR id = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map([id], row_to_body)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a flow (insert or replace, by id). `created_at` and `updated_at`
+    /// are the store's own: an update keeps the first `created_at`.
+    pub fn put_dial_plan(&self, plan: &DialPlan) -> Result<(), StoreError> {
+        let plan = DialPlan {
+            created_at: None,
+            updated_at: None,
+            ..plan.clone()
+        };
+        self.put_body("dial_plans", &plan.id, &plan.name, &plan)
+    }
+
+    /// One flow by id, with its stored times.
+    pub fn dial_plan(&self, id: &str) -> Result<Option<DialPlan>, StoreError> {
+        Ok(self
+            .bodies("dial_plans", Some(id))?
+            .into_iter()
+            .next()
+            .map(with_plan_times))
+    }
+
+    /// Every stored flow by id, with its stored times.
+    pub fn dial_plans(&self) -> Result<Vec<DialPlan>, StoreError> {
+        Ok(self
+            .bodies("dial_plans", None)?
+            .into_iter()
+            .map(with_plan_times)
+            .collect())
+    }
+
+    /// Deletes a flow; false if there was none.
+    pub fn delete_dial_plan(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM dial_plans WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    /// Stores a schedule (insert or replace, by id); like
+    /// [`put_dial_plan`](Self::put_dial_plan) for its times.
+    pub fn put_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let s = Schedule {
+            created_at: None,
+            updated_at: None,
+            ..schedule.clone()
+        };
+        self.put_body("schedules", &s.id, &s.name, &s)
+    }
+
+    /// One schedule by id, with its stored times.
+    pub fn schedule(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        Ok(self
+            .bodies("schedules", Some(id))?
+            .into_iter()
+            .next()
+            .map(with_schedule_times))
+    }
+
+    /// Every stored schedule by id, with its stored times.
+    pub fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        Ok(self
+            .bodies("schedules", None)?
+            .into_iter()
+            .map(with_schedule_times)
+            .collect())
+    }
+
+    /// Deletes a schedule; false if there was none.
+    pub fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM schedules WHERE id = ?1", [id])?
+            > 0)
+    }
+
     /// At start-up: calls that were live when the bridge stopped are failed with
     /// reason `bridge_restart`; scheduled calls not yet dialled are returned so
     /// they can be scheduled again.
@@ -518,6 +667,22 @@ impl Store {
         ))?;
         let rows = st.query_map([], row_to_call)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn with_plan_times((plan, created, updated): (DialPlan, String, String)) -> DialPlan {
+    DialPlan {
+        created_at: Some(created),
+        updated_at: Some(updated),
+        ..plan
+    }
+}
+
+fn with_schedule_times((s, created, updated): (Schedule, String, String)) -> Schedule {
+    Schedule {
+        created_at: Some(created),
+        updated_at: Some(updated),
+        ..s
     }
 }
 
@@ -582,5 +747,105 @@ mod tests {
         let c = s.call(live).unwrap().unwrap();
         assert_eq!(c.state, CallState::Failed);
         assert_eq!(c.end_reason.as_deref(), Some("bridge_restart"));
+    }
+
+    fn plan(id: &str, name: &str) -> DialPlan {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": name, "entry_node": "menu",
+            "nodes": [
+                {"id": "menu", "type": "menu", "config": {
+                    "prompt_clip_id": "main", "timeout": 5,
+                    "options": [{"digit": "1", "next_node": "bot"}, {"digit": "#"}]},
+                 "position": {"x": 10.5, "y": 20.0}},
+                {"id": "bot", "type": "bot", "config": {"wss_url": "wss://b/ws", "next": null}}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn dial_plans_round_trip_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        let (created, first) = {
+            let s = Store::open(&path).unwrap();
+            assert!(s.dial_plans().unwrap().is_empty());
+            assert!(s.dial_plan("sales").unwrap().is_none());
+            s.put_dial_plan(&plan("sales", "Sales")).unwrap();
+            s.put_dial_plan(&plan("after_hours", "After hours"))
+                .unwrap();
+            let got = s.dial_plan("sales").unwrap().unwrap();
+            let created = got.created_at.clone().unwrap();
+            assert_eq!(got.updated_at.as_deref(), Some(created.as_str()));
+            (created, got)
+        };
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.dial_plan("sales").unwrap().unwrap(), first);
+        // An update replaces the body and keeps created_at.
+        let mut changed = plan("sales", "Sales (new)");
+        changed.nodes.pop();
+        changed.created_at = Some("1999-01-01T00:00:00Z".into()); // not taken
+        s.put_dial_plan(&changed).unwrap();
+        let got = s.dial_plan("sales").unwrap().unwrap();
+        assert_eq!(got.name, "Sales (new)");
+        assert_eq!(got.nodes.len(), 1);
+        assert_eq!(got.created_at.as_deref(), Some(created.as_str()));
+        assert!(got.updated_at.clone().unwrap() > created);
+        let all = s.dial_plans().unwrap();
+        let ids: Vec<_> = all.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["after_hours", "sales"]);
+        assert_eq!(
+            DialPlan {
+                created_at: None,
+                updated_at: None,
+                ..all[0].clone()
+            },
+            plan("after_hours", "After hours")
+        );
+        assert!(s.delete_dial_plan("after_hours").unwrap());
+        assert!(!s.delete_dial_plan("after_hours").unwrap());
+        assert_eq!(s.dial_plans().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn schedules_round_trip_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.db");
+        let sched: Schedule = serde_json::from_value(serde_json::json!({
+            "id": "hours", "name": "Business hours", "timezone": "America/New_York",
+            "ranges": [{"day": 1, "start": "09:00", "end": "17:00"}],
+            "holidays": [{"start": "2025-12-25", "end": "2025-12-25"}],
+            "hold": {"value": false, "until": "2025-12-20T17:00:00"}
+        }))
+        .unwrap();
+        {
+            let s = Store::open(&path).unwrap();
+            s.put_schedule(&sched).unwrap();
+            s.put_schedule(&Schedule {
+                id: "always".into(),
+                timezone: None,
+                hold: None,
+                ..sched.clone()
+            })
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let got = s.schedule("hours").unwrap().unwrap();
+        assert!(got.created_at.is_some());
+        assert_eq!(
+            Schedule {
+                created_at: None,
+                updated_at: None,
+                ..got
+            },
+            sched
+        );
+        let all = s.schedules().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].id, "always");
+        assert_eq!(all[0].timezone, None);
+        assert!(s.delete_schedule("always").unwrap());
+        assert!(s.schedule("always").unwrap().is_none());
     }
 }

@@ -535,3 +535,260 @@ async fn transfer_extension_rings_the_numbers_the_config_adds() {
         vec![("+15557770002".into(), "answered".into(), Value::Null)]
     );
 }
+
+/// What a caller on hold hears.
+const HOLD_VALUE: i16 = 4321;
+
+/// The bridge for warm transfers: hold audio, a caller at `+1555999…` who
+/// presses `7` 1.5 s after answering, an agent at `+1555888…` who answers
+/// after 500 ms, talks at once and hangs up 4 s later, and one at
+/// `+1555889…` who hangs up 1 s after answering.
+async fn bridge_for_warm(dir: &Path) -> bridge::server::Running {
+    let agent = dir.join("agent.wav");
+    write_wav_of(&agent, AGENT_VALUE, 10);
+    let hold = dir.join("hold.wav");
+    write_wav_of(&hold, HOLD_VALUE, 1);
+    let cfg = bridge::config::Config::parse(&format!(
+        r#"
+[calls]
+ring_timeout_secs = 5
+max_duration_secs = 60
+caller_id = "+15550100000"
+hold_audio = "{hold}"
+
+[[carrier.phones]]
+prefix = "+1555999"
+ring_ms = 100
+press = "7"
+press_after_ms = 1500
+
+[[carrier.phones]]
+prefix = "+1555888"
+ring_ms = 500
+play = "{agent}"
+speak_after_ms = 0
+hangup_after_ms = 4000
+
+[[carrier.phones]]
+prefix = "+1555889"
+ring_ms = 500
+play = "{agent}"
+speak_after_ms = 0
+hangup_after_ms = 1000
+"#,
+        hold = hold.display(),
+        agent = agent.display(),
+    ))
+    .unwrap();
+    start_bridge_with(dir, cfg).await
+}
+
+/// The samples of every `media` event among `events`.
+fn media_samples(events: &[BotEvent]) -> Vec<i16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BotEvent::Media { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .flat_map(|p| p.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])))
+        .collect()
+}
+
+/// Reads events for `how_long`.
+async fn listen_for(c: &mut BotConn, how_long: std::time::Duration) {
+    let until = tokio::time::Instant::now() + how_long;
+    while let Ok(Some(_)) = tokio::time::timeout_at(until, c.next_event(how_long)).await {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_briefs_the_agent_while_the_caller_holds_then_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_for_warm(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(r#"{"type":"session.transfer","destination":"+15558880001","mode":"warm"}"#)
+            .await;
+        let answered = c.until("transfer_answered", 5 * SEC).await;
+        let briefing_from = c.events.len();
+        // The briefing: half a second of speech and a key, for the agent only.
+        c.send_audio(&[BOT_VALUE; 4000]).await;
+        c.send(r#"{"type":"session.dtmf","dtmf":"5"}"#).await;
+        listen_for(&mut c, 1500 * MS).await;
+        let briefing = c.events[briefing_from..].to_vec();
+        c.send(r#"{"type":"session.transfer_complete"}"#).await;
+        c.drain(10 * SEC).await;
+        c.events.push(answered);
+        c.events.extend(briefing);
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+15559990001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "agent_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "agent");
+    assert_eq!(rec["agent_no"], "+15558880001");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![("+15558880001".into(), "answered".into(), Value::Null)]
+    );
+    assert_eq!(rec["legs"][0]["bridged"], true);
+    // The agent heard the bot's key and not the caller's (pressed while it
+    // held); the caller did not hear the bot's key.
+    assert_eq!(rec["legs"][0]["phone"]["heard_dtmf"], "5", "{rec}");
+    assert_eq!(rec["phone"]["heard_dtmf"], "", "{rec}");
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    let c = &conns[0];
+    let answered_at = c
+        .events
+        .iter()
+        .position(|e| e.name() == "transfer_answered")
+        .unwrap();
+    match &c.events[answered_at] {
+        BotEvent::TransferAnswered {
+            kind, destination, ..
+        } => {
+            assert_eq!(kind, "session.transfer");
+            assert_eq!(destination, "+15558880001");
+        }
+        e => panic!("{e:?}"),
+    }
+    let stop = c
+        .events
+        .iter()
+        .position(|e| e.name() == "stop")
+        .expect("stop");
+    match &c.events[stop] {
+        BotEvent::Stop { reason, .. } => assert_eq!(*reason, StopReason::Transferred),
+        e => panic!("{e:?}"),
+    }
+    // During the briefing the bot heard the agent, and no key of the caller's.
+    let briefing = &c.events[stop + 1..];
+    let heard = media_samples(briefing);
+    assert!(
+        count(&heard, AGENT_VALUE) >= 8000,
+        "the bot heard {} samples of the agent while briefing",
+        count(&heard, AGENT_VALUE)
+    );
+    assert!(!briefing.iter().any(|e| e.name() == "dtmf"));
+
+    // The caller heard hold audio while the bot briefed, never the bot's
+    // briefing, then the agent.
+    let pcm = recording(bridge.addr, &rec).await;
+    let heard = pcm.channel(1);
+    assert!(
+        count(&heard, HOLD_VALUE) >= 8000,
+        "hold: {}",
+        count(&heard, HOLD_VALUE)
+    );
+    assert_eq!(count(&heard, BOT_VALUE), 0);
+    let first_agent = heard.iter().position(|&s| s == AGENT_VALUE).unwrap();
+    let last_hold = heard.iter().rposition(|&s| s == HOLD_VALUE).unwrap();
+    assert!(last_hold < first_agent, "hold audio after the agent");
+    assert!(count(&heard, AGENT_VALUE) >= 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_transfer_cancelled_gives_the_caller_back_to_the_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_for_warm(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(r#"{"type":"session.transfer","destination":"+15558880001","mode":"warm"}"#)
+            .await;
+        c.until("transfer_answered", 5 * SEC).await;
+        listen_for(&mut c, 500 * MS).await;
+        c.send(r#"{"type":"session.transfer_cancel"}"#).await;
+        // Back with the caller: a second of speech, then goodbye.
+        c.send_audio(&[BOT_VALUE; 8000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+15559990001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+    assert_eq!(rec["agent_no"], "");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![("+15558880001".into(), "cancelled".into(), Value::Null)]
+    );
+    let leg = &rec["legs"][0];
+    assert_eq!(leg["bridged"], false);
+    assert!(leg["answered_at"].is_string() && leg["ended_at"].is_string());
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    match conns[0].events.last().unwrap() {
+        BotEvent::Stop { reason, .. } => assert_eq!(*reason, StopReason::BotHangup),
+        e => panic!("{e:?}"),
+    }
+    // The caller heard the bot again after the cancel, and never the agent.
+    let pcm = recording(bridge.addr, &rec).await;
+    let heard = pcm.channel(1);
+    assert_eq!(count(&heard, BOT_VALUE), 8000);
+    assert_eq!(count(&heard, AGENT_VALUE), 0);
+    assert!(count(&heard, HOLD_VALUE) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_target_that_hangs_up_gives_transfer_failed_target_hung_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_for_warm(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.send(r#"{"type":"session.transfer","destination":"+15558890001","mode":"warm"}"#)
+            .await;
+        c.until("transfer_answered", 5 * SEC).await;
+        // The agent hangs up while being briefed...
+        let failed = c.until("transfer_failed", 5 * SEC).await;
+        // ...and after the target left there is nothing to complete.
+        c.send(r#"{"type":"session.transfer_complete"}"#).await;
+        let refused = c.until("error", 5 * SEC).await;
+        c.send_audio(&[BOT_VALUE; 8000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c.events.push(failed);
+        c.events.push(refused);
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+15559990001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+    assert_eq!(rec["legs"][0]["outcome"], "answered");
+    assert_eq!(rec["legs"][0]["bridged"], false);
+    let conns = bot.finished(1, 10 * SEC).await;
+    let c = &conns[0];
+    match &c.events[c.events.len() - 2] {
+        BotEvent::TransferFailed {
+            reason, attempts, ..
+        } => {
+            assert_eq!(reason, "target_hung_up");
+            assert_eq!(attempts[0].destination, "+15558890001");
+            assert_eq!(attempts[0].outcome, "answered");
+        }
+        e => panic!("{e:?}"),
+    }
+    match c.events.last().unwrap() {
+        BotEvent::Error { code, .. } => assert_eq!(code, "no_warm_transfer"),
+        e => panic!("{e:?}"),
+    }
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(count(&pcm.channel(1), BOT_VALUE), 8000);
+}

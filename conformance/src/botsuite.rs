@@ -475,7 +475,9 @@ impl Session<'_> {
                 Command::Transfer { .. }
                 | Command::TransferWs { .. }
                 | Command::FlowTransfer { .. }
-                | Command::TransferExtension { .. },
+                | Command::TransferExtension { .. }
+                | Command::TransferComplete
+                | Command::TransferCancel,
             ) => {
                 // As this bridge does; the call goes on.
                 let message = "transfers are not supported by this bridge yet; the call goes on";

@@ -9,7 +9,10 @@
 //! The caller hears themselves; each key they press is sent back to the
 //! phone as DTMF, `#` hangs up, and `0` transfers the call to
 //! `--transfer-to` (a person: the caller is bridged to them and the bot is
-//! done). Logs go to stderr (`RUST_LOG` filters).
+//! done). `9` makes it a warm transfer: when the person answers, the bot
+//! talks to them alone (it echoes them) while the caller holds; the person
+//! presses `1` to take the caller or `2` to send them back to the bot.
+//! Logs go to stderr (`RUST_LOG` filters).
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -23,7 +26,8 @@ struct Args {
     /// Address to listen on for the bridge's WebSocket connections.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
-    /// Where the key `0` transfers the call (`session.transfer`); `none` to
+    /// Where the key `0` (cold) or `9` (warm) transfers the call
+    /// (`session.transfer`); `none` to
     /// turn it off. The default is a simulated-carrier phone that answers and
     /// speaks.
     #[arg(long, default_value = "+99910002")]

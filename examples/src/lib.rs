@@ -131,6 +131,8 @@ struct Session {
     call_sid: Option<String>,
     stream_sid: Option<String>,
     media_echoed: u64,
+    /// A warm transfer's target answered and is being briefed.
+    briefing: bool,
 }
 
 impl Session {
@@ -200,18 +202,44 @@ where
                 digit, duration_ms, ..
             } => {
                 info!(call_sid = session.call_sid(), %digit, duration_ms, "dtmf");
+                if session.briefing {
+                    // The person being briefed decides: 1 takes the caller,
+                    // 2 declines (the caller comes back to this bot).
+                    let end = match digit {
+                        '1' => Some(Command::TransferComplete),
+                        '2' => Some(Command::TransferCancel),
+                        _ => None,
+                    };
+                    if let Some(end) = end {
+                        info!(
+                            call_sid = session.call_sid(),
+                            "briefed target pressed {digit}: {}",
+                            end.name()
+                        );
+                        session.briefing = false;
+                        ws.send(Message::text(protocol::command_json(&end, &[])))
+                            .await?;
+                    }
+                    continue;
+                }
                 let reply = Command::Dtmf {
                     digits: digit.to_string(),
                 };
                 ws.send(Message::text(protocol::command_json(&reply, &[])))
                     .await?;
-                if let (Some(to), '0') = (transfer_to, digit) {
-                    info!(call_sid = session.call_sid(), %to, "'0' pressed: transferring");
+                if let (Some(to), '0' | '9') = (transfer_to, digit) {
+                    let mode = if digit == '9' {
+                        protocol::TransferMode::Warm
+                    } else {
+                        protocol::TransferMode::Cold
+                    };
+                    info!(call_sid = session.call_sid(), %to, "'{digit}' pressed: {} transfer", mode.as_str());
                     let transfer = Command::Transfer {
                         destinations: vec![to.to_string()],
                         strategy: Default::default(),
                         timeout_s: None,
                         caller_id: None,
+                        mode,
                     };
                     ws.send(Message::text(protocol::command_json(&transfer, &[])))
                         .await?;
@@ -238,6 +266,12 @@ where
                     %kind, %destination, %reason,
                     "transfer_failed"
                 );
+            }
+            BotEvent::TransferAnswered { destination, .. } => {
+                // From now on this bot talks to the target alone (it hears
+                // its own voice echoed: the "briefing"); its keys decide.
+                info!(call_sid = session.call_sid(), %destination, "transfer_answered: briefing (target presses 1 to take the call, 2 to decline)");
+                session.briefing = true;
             }
             BotEvent::Error { code, message, .. } => {
                 warn!(call_sid = session.call_sid(), %code, %message, "error from bridge");

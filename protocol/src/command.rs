@@ -31,6 +31,8 @@ pub const COMMAND_TYPES: &[&str] = &[
     "session.transfer_ws",
     "session.flow_transfer",
     "session.transfer_extension",
+    "session.transfer_complete",
+    "session.transfer_cancel",
     "mark",
 ];
 
@@ -43,6 +45,19 @@ wire_strings! {
         Simultaneous => "simultaneous",
         /// Try one by one, in order.
         Sequential => "sequential",
+    }
+}
+
+wire_strings! {
+    /// How `session.transfer` hands the caller on (`mode`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum TransferMode {
+        /// The caller is bridged to the target the moment it answers (the default).
+        #[default]
+        Cold => "cold",
+        /// On answer the bot briefs the target while the caller holds; the bot
+        /// then sends `session.transfer_complete` or `session.transfer_cancel`.
+        Warm => "warm",
     }
 }
 
@@ -80,6 +95,8 @@ pub enum Command {
         timeout_s: Option<u32>,
         /// `caller_id` to present; `None` (absent, null or "") means the default.
         caller_id: Option<String>,
+        /// `mode`: cold (the default) or warm.
+        mode: TransferMode,
     },
     /// `session.transfer_ws`: hand the call to another bot.
     TransferWs {
@@ -96,6 +113,12 @@ pub enum Command {
         /// Non-empty.
         extension: String,
     },
+    /// `session.transfer_complete`: end a warm transfer by bridging the caller
+    /// to the target the bot briefed.
+    TransferComplete,
+    /// `session.transfer_cancel`: end a warm transfer by hanging up the target;
+    /// the bot is back with the caller.
+    TransferCancel,
 }
 
 impl Command {
@@ -111,6 +134,8 @@ impl Command {
             Command::TransferWs { .. } => "session.transfer_ws",
             Command::FlowTransfer { .. } => "session.flow_transfer",
             Command::TransferExtension { .. } => "session.transfer_extension",
+            Command::TransferComplete => "session.transfer_complete",
+            Command::TransferCancel => "session.transfer_cancel",
         }
     }
 }
@@ -175,6 +200,7 @@ impl CommandError {
 ///         strategy: TransferStrategy::Sequential,
 ///         timeout_s: None,
 ///         caller_id: None,
+///         mode: protocol::TransferMode::Cold,
 ///     }
 /// );
 /// # Ok::<(), protocol::CommandError>(())
@@ -344,11 +370,22 @@ pub fn parse_command_with_sample_bytes(
                 Some(Loose::Str(s)) => Some(s.clone().into_owned()),
                 Some(other) => return Err(msg.wrong_type("caller_id", "a string", other)),
             };
+            let mode = match &wire.mode {
+                None => TransferMode::default(),
+                Some(Loose::Str(s)) => TransferMode::parse(s).ok_or_else(|| {
+                    msg.error(
+                        ErrorCode::BadField,
+                        format!("`mode` must be \"cold\" or \"warm\", got {:?}", excerpt(s)),
+                    )
+                })?,
+                Some(other) => return Err(msg.wrong_type("mode", "a string", other)),
+            };
             Ok(Command::Transfer {
                 destinations,
                 strategy,
                 timeout_s,
                 caller_id,
+                mode,
             })
         }
         "session.transfer_ws" => Ok(Command::TransferWs {
@@ -364,6 +401,8 @@ pub fn parse_command_with_sample_bytes(
                 .required_nonempty_str("extension", &wire.extension)?
                 .to_owned(),
         }),
+        "session.transfer_complete" => Ok(Command::TransferComplete),
+        "session.transfer_cancel" => Ok(Command::TransferCancel),
         other => Err(CommandError::new(
             ErrorCode::UnknownType,
             format!(
@@ -440,6 +479,7 @@ pub fn command_json(cmd: &Command, audio: &[u8]) -> String {
             strategy,
             timeout_s,
             caller_id,
+            mode,
         } => {
             if let [only] = destinations.as_slice() {
                 push_field(&mut out, "destination", only);
@@ -463,10 +503,14 @@ pub fn command_json(cmd: &Command, audio: &[u8]) -> String {
             if let Some(caller_id) = caller_id {
                 push_field(&mut out, "caller_id", caller_id);
             }
+            if *mode != TransferMode::default() {
+                push_field(&mut out, "mode", mode.as_str());
+            }
         }
         Command::TransferWs { url } => push_field(&mut out, "url", url),
         Command::FlowTransfer { flow_id } => push_field(&mut out, "flow_id", flow_id),
         Command::TransferExtension { extension } => push_field(&mut out, "extension", extension),
+        Command::TransferComplete | Command::TransferCancel => {}
     }
     out.push('}');
     out
@@ -615,6 +659,8 @@ struct Wire<'a> {
     flow_id: Option<Loose<'a>>,
     #[serde(borrow)]
     extension: Option<Loose<'a>>,
+    #[serde(borrow)]
+    mode: Option<Loose<'a>>,
 }
 
 /// Any JSON value, keeping only what message fields need: strings (borrowed when

@@ -88,6 +88,9 @@ wire_strings! {
         TransferRefused => "transfer_refused",
         /// A transfer message came while another transfer is still ringing.
         TransferInProgress => "transfer_in_progress",
+        /// `session.transfer_complete` or `session.transfer_cancel` came with no
+        /// warm transfer waiting for it.
+        NoWarmTransfer => "no_warm_transfer",
         /// The message arrived after the stream's `stop`.
         AfterStop => "after_stop",
     }
@@ -189,6 +192,14 @@ pub enum Event<'a> {
         /// Each destination tried and how it went, in order.
         attempts: &'a [TransferAttempt<'a>],
     },
+    /// **[ours]** A warm transfer's target answered: the bot now talks to it
+    /// alone while the caller holds.
+    TransferAnswered {
+        /// The message type that asked for it (`session.transfer`).
+        kind: &'a str,
+        /// The destination that answered.
+        destination: &'a str,
+    },
 }
 
 /// One destination a transfer tried, in a `transfer_failed` event.
@@ -226,6 +237,7 @@ impl Event<'_> {
             Event::Stop { .. } => "stop",
             Event::Error { .. } => "error",
             Event::TransferFailed { .. } => "transfer_failed",
+            Event::TransferAnswered { .. } => "transfer_answered",
         }
     }
 }
@@ -274,6 +286,7 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
                     .map(|a| 64 + a.destination.len())
                     .sum::<usize>()
         }
+        Event::TransferAnswered { kind, destination } => kind.len() + destination.len(),
         _ => 0,
     };
     out.reserve(160 + stream_sid.len() + body_len);
@@ -359,6 +372,13 @@ pub fn write_event(out: &mut String, stream_sid: &str, sequence_number: u64, ev:
                 out.push('}');
             }
             out.push_str("]}");
+        }
+        Event::TransferAnswered { kind, destination } => {
+            out.push_str(r#","transfer":{"type":"#);
+            json::push_str(out, kind);
+            out.push_str(r#","destination":"#);
+            json::push_str(out, destination);
+            out.push('}');
         }
     }
     out.push('}');
@@ -465,6 +485,13 @@ pub enum BotEvent {
         /// Each destination tried (empty when the bridge sent none).
         attempts: Vec<TransferAttemptInfo>,
     },
+    /// A warm transfer's target answered; `kind` is the wire's `transfer.type`.
+    TransferAnswered {
+        sequence_number: u64,
+        stream_sid: String,
+        kind: String,
+        destination: String,
+    },
 }
 
 impl BotEvent {
@@ -495,6 +522,9 @@ impl BotEvent {
             }
             | BotEvent::TransferFailed {
                 sequence_number, ..
+            }
+            | BotEvent::TransferAnswered {
+                sequence_number, ..
             } => Some(*sequence_number),
         }
     }
@@ -510,7 +540,8 @@ impl BotEvent {
             | BotEvent::Clear { stream_sid, .. }
             | BotEvent::Stop { stream_sid, .. }
             | BotEvent::Error { stream_sid, .. }
-            | BotEvent::TransferFailed { stream_sid, .. } => Some(stream_sid),
+            | BotEvent::TransferFailed { stream_sid, .. }
+            | BotEvent::TransferAnswered { stream_sid, .. } => Some(stream_sid),
         }
     }
 
@@ -526,6 +557,7 @@ impl BotEvent {
             BotEvent::Stop { .. } => "stop",
             BotEvent::Error { .. } => "error",
             BotEvent::TransferFailed { .. } => "transfer_failed",
+            BotEvent::TransferAnswered { .. } => "transfer_answered",
         }
     }
 }
@@ -604,6 +636,7 @@ pub fn parse_event(text: &str) -> Result<BotEvent, EventParseError> {
             "stop" => "stop",
             "error" => "error",
             "transfer_failed" => "transfer_failed",
+            "transfer_answered" => "transfer_answered",
             other => return Err(EventParseError::UnknownEvent(other.to_owned())),
         },
         _ => return Err(EventParseError::NoEventName),
@@ -686,6 +719,15 @@ pub fn parse_event(text: &str) -> Result<BotEvent, EventParseError> {
                 stream_sid,
                 code: error.string("code")?.to_owned(),
                 message: error.string("message")?.to_owned(),
+            }
+        }
+        "transfer_answered" => {
+            let transfer = fields.object("transfer")?;
+            BotEvent::TransferAnswered {
+                sequence_number,
+                stream_sid,
+                kind: transfer.string("type")?.to_owned(),
+                destination: transfer.string("destination")?.to_owned(),
             }
         }
         _ => {

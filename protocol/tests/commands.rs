@@ -5,7 +5,7 @@
 use protocol::{
     check_binary_audio, check_binary_audio_with_sample_bytes, command_json, is_valid_dtmf,
     parse_command, parse_command_with_sample_bytes, parse_event, write_event, BotEvent, Command,
-    CommandError, ErrorCode, TransferStrategy, COMMAND_TYPES, MAX_MESSAGE_BYTES,
+    CommandError, ErrorCode, TransferMode, TransferStrategy, COMMAND_TYPES, MAX_MESSAGE_BYTES,
 };
 
 const PROTOCOL_MD: &str = include_str!("../PROTOCOL.md");
@@ -25,6 +25,7 @@ fn transfer(destinations: &[&str], strategy: TransferStrategy) -> Command {
         strategy,
         timeout_s: None,
         caller_id: None,
+        mode: TransferMode::Cold,
     }
 }
 
@@ -93,6 +94,24 @@ fn every_documented_bot_message_parses_to_its_command() {
             },
         ),
         (
+            r#"{"type":"session.transfer","destination":"…","mode":"warm"}"#,
+            Command::Transfer {
+                destinations: vec!["…".to_owned()],
+                strategy: TransferStrategy::Simultaneous,
+                timeout_s: None,
+                caller_id: None,
+                mode: TransferMode::Warm,
+            },
+        ),
+        (
+            r#"{"type":"session.transfer_complete"}"#,
+            Command::TransferComplete,
+        ),
+        (
+            r#"{"type":"session.transfer_cancel"}"#,
+            Command::TransferCancel,
+        ),
+        (
             r#"{"type":"mark","name":"intro_complete"}"#,
             Command::Mark {
                 name: "intro_complete".to_owned(),
@@ -141,7 +160,30 @@ fn optional_and_lenient_forms() {
                 strategy: TransferStrategy::Simultaneous,
                 timeout_s: Some(20),
                 caller_id: Some("+15550003".to_owned()),
+                mode: TransferMode::Cold,
             },
+        ),
+        (
+            r#"{"type":"session.transfer","destination":"a","mode":"warm"}"#,
+            Command::Transfer {
+                destinations: vec!["a".to_owned()],
+                strategy: TransferStrategy::Simultaneous,
+                timeout_s: None,
+                caller_id: None,
+                mode: TransferMode::Warm,
+            },
+        ),
+        (
+            r#"{"type":"session.transfer","destination":"a","mode":null}"#,
+            transfer(&["a"], TransferStrategy::Simultaneous),
+        ),
+        (
+            r#"{"type":"session.transfer_complete"}"#,
+            Command::TransferComplete,
+        ),
+        (
+            r#"{"type":"session.transfer_cancel","extra":1}"#,
+            Command::TransferCancel,
         ),
         // null and "" mean "use the default" for optional fields.
         (
@@ -283,7 +325,7 @@ fn every_parse_error_has_its_code_and_a_specific_message() {
         (
             r#"{"type":"input_audio_buffer.append"}"#,
             UnknownType,
-            "unknown message type \"input_audio_buffer.append\"; known types: response.audio.delta, audio.clear, session.dtmf, session.hangup, session.transfer, session.transfer_ws, session.flow_transfer, session.transfer_extension, mark",
+            "unknown message type \"input_audio_buffer.append\"; known types: response.audio.delta, audio.clear, session.dtmf, session.hangup, session.transfer, session.transfer_ws, session.flow_transfer, session.transfer_extension, session.transfer_complete, session.transfer_cancel, mark",
         ),
         (r#"{"type":""}"#, UnknownType, "unknown message type \"\""),
         (r#"{"type":"Audio.Clear"}"#, UnknownType, "unknown message type \"Audio.Clear\""),
@@ -455,6 +497,16 @@ fn every_parse_error_has_its_code_and_a_specific_message() {
             "session.transfer: `timeout` is too large: 4294967296 seconds",
         ),
         (
+            r#"{"type":"session.transfer","destination":"a","mode":"tepid"}"#,
+            BadField,
+            "session.transfer: `mode` must be \"cold\" or \"warm\", got \"tepid\"",
+        ),
+        (
+            r#"{"type":"session.transfer","destination":"a","mode":1}"#,
+            BadField,
+            "session.transfer: `mode` must be a string, got a whole number",
+        ),
+        (
             r#"{"type":"session.transfer","destination":"a","caller_id":15550003}"#,
             BadField,
             "session.transfer: `caller_id` must be a string, got a whole number",
@@ -619,9 +671,26 @@ fn commands_written_by_command_json_parse_back() {
                 strategy: TransferStrategy::Sequential,
                 timeout_s: Some(15),
                 caller_id: Some("+15550003".to_owned()),
+                mode: TransferMode::Cold,
             },
             &[],
             r#"{"type":"session.transfer","destination":["a","b"],"strategy":"sequential","timeout":15,"caller_id":"+15550003"}"#,
+        ),
+        (
+            Command::Transfer {
+                destinations: vec!["a".to_owned()],
+                strategy: TransferStrategy::Simultaneous,
+                timeout_s: None,
+                caller_id: None,
+                mode: TransferMode::Warm,
+            },
+            &[],
+            r#"{"type":"session.transfer","destination":"a","mode":"warm"}"#,
+        ),
+        (
+            Command::TransferComplete,
+            &[],
+            r#"{"type":"session.transfer_complete"}"#,
         ),
         (
             Command::TransferWs {

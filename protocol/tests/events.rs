@@ -180,6 +180,20 @@ fn every_event_shape_is_written_exactly_and_parses_back() {
             },
         ),
         (
+            Event::TransferAnswered {
+                kind: "session.transfer",
+                destination: "+15558880001",
+            },
+            7,
+            r#"{"event":"transfer_answered","sequence_number":7,"stream_sid":"MZ1","transfer":{"type":"session.transfer","destination":"+15558880001"}}"#.to_owned(),
+            BotEvent::TransferAnswered {
+                sequence_number: 7,
+                stream_sid: sid(),
+                kind: "session.transfer".to_owned(),
+                destination: "+15558880001".to_owned(),
+            },
+        ),
+        (
             Event::Stop {
                 call_sid: "CA1",
                 reason: StopReason::CallEnded,
@@ -217,6 +231,7 @@ fn every_event_shape_is_written_exactly_and_parses_back() {
             "media",
             "start",
             "stop",
+            "transfer_answered",
             "transfer_failed"
         ],
         "one row per event kind"
@@ -487,6 +502,7 @@ fn every_error_code_travels_in_an_error_event() {
         "not_supported",
         "transfer_refused",
         "transfer_in_progress",
+        "no_warm_transfer",
         "after_stop",
     ];
     let names: Vec<&str> = ErrorCode::ALL.iter().map(ErrorCode::as_str).collect();

@@ -14,6 +14,10 @@
 //!   runs; it is the same as before transfers existed.
 //! - **A phone** (a transfer target that answered, the extension a DID rings):
 //!   both legs are paced on the clock, each hearing what the other said.
+//! - **Nobody, while the bot briefs a warm transfer's target**: the caller
+//!   hears hold audio on the clock and is heard by no one (its frames are
+//!   recorded); the bot's audio goes to the target on the clock, and the
+//!   target's frames go to the bot.
 //!
 //! Legs that ring and are not the peer hear silence and are not heard, so the
 //! caller never hears early media from a target that has not won.
@@ -30,9 +34,7 @@ use tokio::time::MissedTickBehavior;
 
 use chrono::{DateTime, Utc};
 
-use super::state::{
-    Attempt, AttemptOutcome, Call, DialTarget, End, EpId, Output, Peer, TransferRequest, CALLER,
-};
+use super::state::{Attempt, Call, DialTarget, End, EpId, Output, Peer, TransferRequest, CALLER};
 use crate::botlink::{self, BotInput};
 use crate::carrier::{LegEvent, PhoneLeg};
 use crate::engine::{BotTarget, Engine};
@@ -158,8 +160,9 @@ pub(crate) async fn run(
         closing: Vec::new(),
         end: None,
         bridged: None,
-        peer_report: None,
+        reports: Vec::new(),
         gauges: (0, 0),
+        hold_at: 0,
     });
     engine
         .metrics()
@@ -232,17 +235,20 @@ struct Driver {
     /// Bots handed off, closing their sockets politely.
     closing: Vec<tokio::task::JoinHandle<()>>,
     end: Option<End>,
-    /// The last phone the caller was bridged to, and its report once hung up.
+    /// The last phone the caller was bridged to.
     bridged: Option<EpId>,
-    peer_report: Option<serde_json::Value>,
+    /// What the legs hung up so far reported.
+    reports: Vec<(EpId, serde_json::Value)>,
     /// Bot backlog and playout queue, as last added to the metrics' gauges.
     gauges: (i64, i64),
+    /// Where the hold audio is, for a caller on hold.
+    hold_at: usize,
 }
 
 impl Driver {
     /// The caller's peer is the bot (it has the call and no phone does).
     fn bot_is_peer(&self) -> bool {
-        self.bot.is_some() && !matches!(self.call.peer(), Peer::Phone(_))
+        self.bot.is_some() && !matches!(self.call.peer(), Peer::Phone(_) | Peer::Briefing(_))
     }
 
     fn target_mut(&mut self, ep: EpId) -> Option<&mut Target> {
@@ -344,6 +350,7 @@ impl Driver {
         self.call.tick(self.caller.is_sending_dtmf());
         match self.call.peer() {
             Peer::Phone(ep) => self.phone_tick(ep),
+            Peer::Briefing(ep) => self.briefing_tick(ep),
             _ if self.bot.is_some() => {
                 // Bot audio for this tick is made first and goes out now; the
                 // caller's frames go to the bot below.
@@ -367,7 +374,7 @@ impl Driver {
         // Legs still ringing hear silence and are not heard.
         let peer = self.call.peer();
         for t in self.targets.iter_mut() {
-            if Peer::Phone(t.ep) != peer {
+            if Peer::Phone(t.ep) != peer && Peer::Briefing(t.ep) != peer {
                 t.leg.tick(&SILENCE);
                 drain_said(&mut *t.leg, true);
             }
@@ -394,6 +401,35 @@ impl Driver {
             record(&mut self.recorder, |r| r.write(&caller_said, &peer_said));
         }
         self.caller_events();
+    }
+
+    /// A warm transfer's briefing: the caller holds, the bot and the target
+    /// hear each other, all on the clock.
+    fn briefing_tick(&mut self, ep: EpId) {
+        hold_frame(
+            self.engine.hold_audio(),
+            &mut self.hold_at,
+            &mut self.caller_heard,
+        );
+        self.caller.tick(&self.caller_heard);
+        record(&mut self.recorder, |r| r.heard(&self.caller_heard));
+        self.caller_events();
+        let mut said: Frame = [0; FRAME_SAMPLES];
+        while self.caller.next_said(&mut said, false) {
+            record(&mut self.recorder, |r| r.said(&said));
+        }
+        let Some(i) = self.targets.iter().position(|t| t.ep == ep) else {
+            return;
+        };
+        let Some(bot) = self.bot.as_mut() else {
+            return;
+        };
+        let target = &mut self.targets[i].leg;
+        bot.session.play(&mut self.peer_heard, false);
+        target.tick(&self.peer_heard);
+        target.next_said(&mut said, true);
+        let backlogged = bot.backlog() > MAX_BOT_BACKLOG;
+        bot.session.hear(&said, backlogged);
     }
 
     /// One tick of bot audio to the caller. A slot held on the last tick for a
@@ -449,6 +485,8 @@ impl Driver {
                             t.leg.send_dtmf(digit);
                         }
                     }
+                    // A caller on hold is heard by no one, its keys too.
+                    Peer::Briefing(_) => {}
                     _ => {
                         if let Some(bot) = self.bot.as_mut() {
                             bot.session.on_phone_dtmf(digit, duration_ms);
@@ -477,9 +515,13 @@ impl Driver {
             }
         }
         for (ep, ev) in events {
-            if let LegEvent::Dtmf { digit, .. } = &ev {
+            if let LegEvent::Dtmf { digit, duration_ms } = &ev {
                 if self.call.peer() == Peer::Phone(ep) {
                     self.caller.send_dtmf(*digit);
+                } else if self.call.peer() == Peer::Briefing(ep) {
+                    if let Some(bot) = self.bot.as_mut() {
+                        bot.session.on_phone_dtmf(*digit, *duration_ms);
+                    }
                 }
             }
             tracing::info!(leg = ep.0, event = ?ev, "transfer leg");
@@ -498,7 +540,17 @@ impl Driver {
             match a {
                 Action::Hangup => self.call.on_bot_hangup(),
                 Action::Dtmf(d) => {
-                    if !self.caller.send_dtmf(d) {
+                    // While it briefs a warm transfer's target, the bot's
+                    // keys go there.
+                    let to = match self.call.peer() {
+                        Peer::Briefing(ep) => self.targets.iter_mut().find(|t| t.ep == ep),
+                        _ => None,
+                    };
+                    let sent = match to {
+                        Some(t) => t.leg.send_dtmf(d),
+                        None => self.caller.send_dtmf(d),
+                    };
+                    if !sent {
                         let mut buf = [0u8; 4];
                         bot.session.play_dtmf_tones(d.encode_utf8(&mut buf));
                     }
@@ -522,8 +574,11 @@ impl Driver {
                         strategy: protocol::TransferStrategy::Simultaneous,
                         timeout_s: None,
                         caller_id: None,
+                        warm: false,
                     });
                 }
+                Action::Transfer(Command::TransferComplete) => self.call.on_bot_transfer_complete(),
+                Action::Transfer(Command::TransferCancel) => self.call.on_bot_transfer_cancel(),
                 Action::Transfer(cmd) => match transfer_request(cmd) {
                     Ok(req) => self.call.on_bot_transfer(req),
                     Err((code, message)) => bot.session.refuse(code, message),
@@ -605,8 +660,8 @@ impl Driver {
                     if let Some(i) = self.targets.iter().position(|t| t.ep == ep) {
                         let mut t = self.targets.remove(i);
                         t.leg.hangup();
-                        if self.bridged == Some(ep) {
-                            self.peer_report = t.leg.report();
+                        if let Some(report) = t.leg.report() {
+                            self.reports.push((ep, report));
                         }
                     }
                 }
@@ -630,6 +685,17 @@ impl Driver {
                     if let Some(bot) = self.bot.as_mut() {
                         bot.session.refuse(code, message);
                     }
+                }
+                Output::TransferAnswered { kind, destination } => {
+                    tracing::info!(kind, %destination, "warm transfer answered: the bot briefs");
+                    if let Some(mut bot) = self.bot.take() {
+                        // The caller's stream goes on whole into the hold.
+                        self.settle_held(&mut bot);
+                        bot.session.transfer_answered(kind, &destination);
+                        self.bot = Some(bot);
+                    }
+                    self.hold_at = 0;
+                    self.peer_heard = SILENCE;
                 }
                 Output::TransferFailed {
                     kind,
@@ -656,6 +722,15 @@ impl Driver {
         // Events the outputs made (a refusal, `transfer_failed`) go out now.
         if let Some(bot) = self.bot.as_mut() {
             bot.flush();
+        }
+    }
+
+    /// What the phone of endpoint `ep` reported (when it was hung up, or now).
+    fn leg_report(&mut self, ep: Option<EpId>) -> Option<serde_json::Value> {
+        let ep = ep?;
+        match self.reports.iter().find(|(e, _)| *e == ep) {
+            Some((_, report)) => Some(report.clone()),
+            None => self.target_mut(ep).and_then(|t| t.leg.report()),
         }
     }
 
@@ -754,23 +829,16 @@ impl Driver {
         // The report of the phone the call is about: the caller, or for a
         // DID that rings an extension, the extension that answered.
         let report = match self.bridged {
-            Some(ep) if !self.call.had_bot() => self
-                .peer_report
-                .take()
-                .or_else(|| self.target_mut(ep).and_then(|t| t.leg.report())),
+            Some(ep) if !self.call.had_bot() => self.leg_report(Some(ep)),
             _ => self.caller.report(),
         };
-        let last_answered = self
-            .call
-            .legs()
+        let attempts = self.call.legs().to_vec();
+        let legs: Vec<LegRecord> = attempts
             .iter()
-            .rposition(|a| a.outcome == AttemptOutcome::Answered);
-        let legs: Vec<LegRecord> = self
-            .call
-            .legs()
-            .iter()
-            .enumerate()
-            .map(|(i, a)| leg_record(a, self.started, Some(i) == last_answered))
+            .map(|a| LegRecord {
+                phone: self.leg_report(a.ep),
+                ..leg_record(a, self.started)
+            })
             .collect();
         let attended = self.call.attended_by();
         self.engine.conclude(
@@ -798,7 +866,7 @@ impl Driver {
 }
 
 /// A leg as the call log keeps it; ticks become times from the call's start.
-fn leg_record(a: &Attempt, started: DateTime<Utc>, bridged: bool) -> LegRecord {
+fn leg_record(a: &Attempt, started: DateTime<Utc>) -> LegRecord {
     let at =
         |t: Option<u32>| t.map(|t| started + chrono::Duration::milliseconds(i64::from(t) * 20));
     LegRecord {
@@ -814,7 +882,22 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>, bridged: bool) -> LegRecord {
         rang_at: at(a.dialled_at),
         answered_at: at(a.answered_at),
         ended_at: at(a.ended_at),
-        bridged,
+        bridged: a.bridged,
+        phone: None,
+    }
+}
+
+/// The next frame of hold audio (looped), or silence when there is none.
+fn hold_frame(hold: Option<&[i16]>, at: &mut usize, out: &mut Frame) {
+    match hold {
+        Some(clip) if !clip.is_empty() => {
+            for s in out.iter_mut() {
+                *at %= clip.len();
+                *s = clip[*at];
+                *at += 1;
+            }
+        }
+        _ => *out = SILENCE,
     }
 }
 
@@ -851,6 +934,7 @@ fn transfer_request(cmd: Command) -> Result<TransferRequest, (ErrorCode, String)
             strategy,
             timeout_s,
             caller_id,
+            mode,
         } => {
             let mut targets = Vec::with_capacity(destinations.len());
             for d in destinations {
@@ -868,6 +952,7 @@ fn transfer_request(cmd: Command) -> Result<TransferRequest, (ErrorCode, String)
                 strategy,
                 timeout_s,
                 caller_id,
+                warm: mode == protocol::TransferMode::Warm,
             })
         }
         _ => Err((

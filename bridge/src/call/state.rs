@@ -242,6 +242,8 @@ pub struct Attempt {
     pub answered_at: Option<u32>,
     /// Tick it ended (failed, was cancelled, or hung up).
     pub ended_at: Option<u32>,
+    /// The caller was bridged to it (it is the leg that took the call).
+    pub bridged: bool,
 }
 
 /// Why a transfer did not hand the call on; the bot keeps the call.
@@ -259,6 +261,8 @@ pub enum TransferFailure {
     TooManyHops,
     /// The bot a `session.transfer_ws` named could not be reached.
     BotUnreachable,
+    /// A warm transfer's target hung up while the bot briefed it.
+    TargetHungUp,
 }
 
 impl TransferFailure {
@@ -271,6 +275,7 @@ impl TransferFailure {
             TransferFailure::NoRoute => "no_route",
             TransferFailure::TooManyHops => "too_many_hops",
             TransferFailure::BotUnreachable => "bot_unreachable",
+            TransferFailure::TargetHungUp => "target_hung_up",
         }
     }
 }
@@ -288,6 +293,8 @@ pub struct TransferRequest {
     pub timeout_s: Option<u32>,
     /// The caller ID to present; `None` for the call's own.
     pub caller_id: Option<String>,
+    /// Warm: on answer the bot briefs the target while the caller holds.
+    pub warm: bool,
 }
 
 /// What the call asks of its driver.
@@ -324,6 +331,14 @@ pub enum Output {
         code: ErrorCode,
         /// What was wrong, for the bot's developer.
         message: String,
+    },
+    /// A warm transfer's target answered: the bot now talks to it alone
+    /// (`transfer_answered`) while the caller holds; see [`Peer::Briefing`].
+    TransferAnswered {
+        /// The message that asked.
+        kind: &'static str,
+        /// The destination that answered.
+        destination: String,
     },
     /// Tell the bot its transfer failed; it keeps the call.
     TransferFailed {
@@ -369,6 +384,10 @@ pub enum Peer {
     Bot,
     /// A phone endpoint (a transfer target, or the extension a DID rings).
     Phone(EpId),
+    /// Nobody: the caller holds (hears hold audio, is heard by no one) while
+    /// the bot and this phone endpoint, a warm transfer's target, hear each
+    /// other.
+    Briefing(EpId),
 }
 
 /// How a call begins.
@@ -421,10 +440,23 @@ enum Purpose {
 struct Transfer {
     kind: &'static str,
     purpose: Purpose,
+    warm: bool,
     strategy: TransferStrategy,
     timeout_ticks: u32,
     caller_id: String,
     attempts: Vec<Attempt>,
+}
+
+/// A warm transfer whose target answered: the bot briefs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Briefing {
+    /// The target's endpoint.
+    ep: EpId,
+    /// The message that asked.
+    kind: &'static str,
+    /// The transfer's attempts in [`Call::legs`], and the target's among them.
+    attempts: std::ops::Range<usize>,
+    leg: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +478,8 @@ pub struct Call {
     peer: Peer,
     bot: BotState,
     transfer: Option<Transfer>,
+    /// A warm transfer's target the bot is briefing.
+    briefing: Option<Briefing>,
     /// Every attempt ever made, for the call log.
     legs: Vec<Attempt>,
     /// The call began with a bot.
@@ -481,6 +515,7 @@ impl Call {
             peer: Peer::None,
             bot: BotState::None,
             transfer: None,
+            briefing: None,
             legs: Vec::new(),
             had_bot: !matches!(start, Start::InboundToPhone(_)),
             bridged: None,
@@ -512,6 +547,7 @@ impl Call {
                 call.begin_transfer(Transfer {
                     kind: "did",
                     purpose: Purpose::Did,
+                    warm: false,
                     strategy: TransferStrategy::Simultaneous,
                     timeout_ticks,
                     caller_id,
@@ -540,6 +576,11 @@ impl Call {
     /// Whether a transfer is ringing its targets.
     pub fn is_transferring(&self) -> bool {
         self.transfer.is_some()
+    }
+
+    /// Whether the bot is briefing a warm transfer's target.
+    pub fn is_briefing(&self) -> bool {
+        self.briefing.is_some()
     }
 
     /// Whether the call is over.
@@ -678,6 +719,12 @@ impl Call {
     }
 
     fn on_target(&mut self, ep: EpId, ev: LegEvent) {
+        if Peer::Briefing(ep) == self.peer {
+            if ev == LegEvent::HungUp {
+                self.target_hung_up();
+            }
+            return;
+        }
         if Peer::Phone(ep) == self.peer {
             // The phone the caller talks to.
             if ev == LegEvent::HungUp {
@@ -757,6 +804,11 @@ impl Call {
         if self.answered_at.is_none() {
             return self.end(End::new(CallState::Canceled, EndReason::BotLost, None));
         }
+        if let Some(b) = self.briefing.take() {
+            // The person the bot was briefing takes the caller.
+            self.hops += 1;
+            return self.bridge(b.ep, b.leg);
+        }
         if self.transfer.is_some() {
             // Targets the bot had rung go on ringing: one answering takes the
             // caller; all failing hands over to the fallback.
@@ -775,6 +827,7 @@ impl Call {
                 self.begin_transfer(Transfer {
                     kind: "fallback",
                     purpose: Purpose::Fallback,
+                    warm: false,
                     strategy: TransferStrategy::Simultaneous,
                     timeout_ticks,
                     caller_id,
@@ -832,6 +885,7 @@ impl Call {
         self.begin_transfer(Transfer {
             kind: req.kind,
             purpose: Purpose::Bot,
+            warm: req.warm,
             strategy: req.strategy,
             timeout_ticks: timeout_s.saturating_mul(TICKS_PER_SEC),
             caller_id,
@@ -844,7 +898,7 @@ impl Call {
         if self.ended || self.bot != BotState::Connected {
             return false;
         }
-        let why = if self.transfer.is_some() || self.next_bot.is_some() {
+        let why = if self.transfer.is_some() || self.next_bot.is_some() || self.briefing.is_some() {
             self.refuse(
                 ErrorCode::TransferInProgress,
                 format!("{kind}: a transfer is already under way; wait for its outcome"),
@@ -881,6 +935,72 @@ impl Call {
         }
         self.next_bot = Some(self.ticks);
         self.out.push_back(Output::ConnectNextBot(url));
+    }
+
+    /// The bot ends a warm transfer by handing the caller to the target it
+    /// briefed (`session.transfer_complete`): it gets `stop` `transferred`.
+    pub fn on_bot_transfer_complete(&mut self) {
+        let Some(b) = self.take_briefing("session.transfer_complete") else {
+            return;
+        };
+        self.hops += 1;
+        self.bot = BotState::None;
+        self.out.push_back(Output::StopBot(StopReason::Transferred));
+        self.bridge(b.ep, b.leg);
+    }
+
+    /// The bot ends a warm transfer by dropping the target
+    /// (`session.transfer_cancel`): it is back with the caller.
+    pub fn on_bot_transfer_cancel(&mut self) {
+        let Some(b) = self.take_briefing("session.transfer_cancel") else {
+            return;
+        };
+        self.up.remove(&b.ep);
+        self.out.push_back(Output::Hangup(b.ep));
+        let leg = &mut self.legs[b.leg];
+        leg.outcome = AttemptOutcome::Cancelled;
+        leg.ended_at = Some(self.ticks);
+        self.peer = Peer::None;
+    }
+
+    /// The briefing a warm transfer's ending message ends; refuses the
+    /// message if there is none.
+    fn take_briefing(&mut self, kind: &str) -> Option<Briefing> {
+        if self.ended || self.bot != BotState::Connected {
+            return None;
+        }
+        if self.briefing.is_none() {
+            let why = if self.transfer.as_ref().is_some_and(|t| t.warm) {
+                "the warm transfer's target has not answered yet (wait for `transfer_answered`)"
+            } else {
+                "no warm transfer is under way (start one with session.transfer and \"mode\":\"warm\")"
+            };
+            self.refuse(ErrorCode::NoWarmTransfer, format!("{kind}: {why}"));
+        }
+        self.briefing.take()
+    }
+
+    /// The target a bot was briefing hung up: the bot is back with the caller.
+    fn target_hung_up(&mut self) {
+        let Some(b) = self.briefing.take() else {
+            return;
+        };
+        self.up.remove(&b.ep);
+        self.legs[b.leg].ended_at = Some(self.ticks);
+        self.peer = Peer::None;
+        self.out.push_back(Output::TransferFailed {
+            kind: b.kind,
+            reason: TransferFailure::TargetHungUp,
+            attempts: self.legs[b.attempts].to_vec(),
+        });
+    }
+
+    /// The caller's peer becomes the phone endpoint `ep`, the call's leg `leg`.
+    fn bridge(&mut self, ep: EpId, leg: usize) {
+        self.legs[leg].bridged = true;
+        self.bridged = Some((self.legs[leg].target.clone(), true));
+        self.peer = Peer::Phone(ep);
+        self.out.push_back(Output::Bridged(ep));
     }
 
     /// The bot a `session.transfer_ws` named is connected: it takes the call.
@@ -1115,27 +1235,48 @@ impl Call {
                 }
             }
         }
-        self.bridged = Some((t.attempts[i].target.clone(), t.purpose != Purpose::Did));
+        let first = self.legs.len();
+        let leg = first + t.attempts[..i].iter().filter(|a| a.ep.is_some()).count();
+        let purpose = t.purpose;
+        let (kind, warm) = (t.kind, t.warm);
         self.legs
             .extend(t.attempts.into_iter().filter(|a| a.ep.is_some()));
-        if t.purpose == Purpose::Fallback {
-            self.hops += 1;
-        } else if t.purpose == Purpose::Bot {
-            self.hops += 1;
-            if self.bot == BotState::Connected {
-                self.bot = BotState::None;
-                self.out.push_back(Output::StopBot(StopReason::Transferred));
+        match purpose {
+            Purpose::Bot if warm && self.bot == BotState::Connected => {
+                // The bot briefs the target; the caller holds until it says.
+                self.briefing = Some(Briefing {
+                    ep: winner,
+                    kind,
+                    attempts: first..self.legs.len(),
+                    leg,
+                });
+                self.peer = Peer::Briefing(winner);
+                let destination = self.legs[leg].target.as_str().to_string();
+                self.out
+                    .push_back(Output::TransferAnswered { kind, destination });
+                return;
             }
-        } else {
-            // A DID's target answered: now the caller is answered too.
-            self.peer_hangup = EndReason::ExtensionHangup;
-            self.answered_at = Some(ticks);
-            self.out.push_back(Output::Answer);
-            self.out.push_back(Output::State(CallState::InProgress));
-            self.out.push_back(Output::Answered);
+            Purpose::Bot => {
+                self.hops += 1;
+                if self.bot == BotState::Connected {
+                    self.bot = BotState::None;
+                    self.out.push_back(Output::StopBot(StopReason::Transferred));
+                }
+            }
+            Purpose::Fallback => self.hops += 1,
+            Purpose::Did => {
+                // A DID's target answered: now the caller is answered too.
+                self.peer_hangup = EndReason::ExtensionHangup;
+                self.answered_at = Some(ticks);
+                self.out.push_back(Output::Answer);
+                self.out.push_back(Output::State(CallState::InProgress));
+                self.out.push_back(Output::Answered);
+            }
         }
-        self.peer = Peer::Phone(winner);
-        self.out.push_back(Output::Bridged(winner));
+        self.bridge(winner, leg);
+        if purpose == Purpose::Did {
+            self.bridged = Some((self.legs[leg].target.clone(), false));
+        }
     }
 
     /// Ends the call: cancels a transfer, hangs up every endpoint still up,
@@ -1150,6 +1291,7 @@ impl Call {
         }
         self.ended = true;
         let ticks = self.ticks;
+        self.briefing = None;
         if let Some(mut t) = self.transfer.take() {
             for a in t.attempts.iter_mut().filter(|a| a.outcome.is_open()) {
                 a.outcome = AttemptOutcome::Cancelled;
@@ -1182,6 +1324,7 @@ fn new_attempt(target: DialTarget) -> Attempt {
         dialled_at: None,
         answered_at: None,
         ended_at: None,
+        bridged: false,
     }
 }
 
@@ -1345,8 +1488,31 @@ mod tests {
                 strategy,
                 timeout_s,
                 caller_id: None,
+                warm: false,
             });
             self.drain();
+        }
+
+        /// A warm transfer to one target, ticked until it answers.
+        fn warm_answered(&mut self, target: &str) -> EpId {
+            self.call.on_bot_transfer(TransferRequest {
+                kind: "session.transfer",
+                targets: vec![DialTarget::Number(target.into())],
+                strategy: TransferStrategy::Simultaneous,
+                timeout_s: None,
+                caller_id: None,
+                warm: true,
+            });
+            self.drain();
+            let (ep, _) = self.dialled().last().cloned().expect("dialled");
+            for _ in 0..200 {
+                if self.call.is_briefing() {
+                    break;
+                }
+                self.tick();
+            }
+            assert_eq!(self.call.peer(), Peer::Briefing(ep));
+            ep
         }
 
         fn outputs(&self) -> Vec<&Output> {
@@ -1581,6 +1747,7 @@ mod tests {
             strategy: TransferStrategy::Simultaneous,
             timeout_s: None,
             caller_id: Some("+12125550000".into()),
+            warm: false,
         });
         h.drain();
         assert_eq!(h.refusal(), Some(ErrorCode::BadField));
@@ -1592,6 +1759,7 @@ mod tests {
             strategy: TransferStrategy::Simultaneous,
             timeout_s: None,
             caller_id: Some("15550002222".into()),
+            warm: false,
         });
         h.drain();
         let presented = h.outputs().into_iter().find_map(|o| match o {
@@ -1928,5 +2096,135 @@ mod tests {
         h.ticks(12);
         let end = h.end().unwrap();
         assert_eq!((end.state, end.sip_code), (CallState::Busy, Some(486)));
+    }
+
+    #[test]
+    fn a_warm_transfer_briefs_the_target_then_completes() {
+        let mut h = Harness::talking();
+        let ep = h.warm_answered("+99910001");
+        // The bot is told and keeps its socket; the caller holds.
+        assert!(h.outputs().contains(&&Output::TransferAnswered {
+            kind: "session.transfer",
+            destination: "+99910001".into(),
+        }));
+        assert!(!h
+            .outputs()
+            .iter()
+            .any(|o| matches!(o, Output::StopBot(_) | Output::Bridged(_))));
+        h.ticks(100);
+        assert_eq!(h.call.peer(), Peer::Briefing(ep));
+        // A second transfer, or a second bot, must wait.
+        h.transfer(&["+99910002"], TransferStrategy::Simultaneous, None);
+        assert_eq!(h.refusal(), Some(ErrorCode::TransferInProgress));
+
+        h.call.on_bot_transfer_complete();
+        h.drain();
+        let tail: Vec<&Output> = h.outputs().into_iter().rev().take(2).collect();
+        assert_eq!(
+            tail,
+            vec![
+                &Output::Bridged(ep),
+                &Output::StopBot(StopReason::Transferred)
+            ]
+        );
+        assert_eq!(h.call.peer(), Peer::Phone(ep));
+        assert!(h.call.legs()[0].bridged);
+        assert_eq!(h.call.attended_by(), AttendedBy::Agent("+99910001".into()));
+    }
+
+    #[test]
+    fn a_warm_transfer_cancelled_hangs_up_the_target_and_the_bot_has_the_caller_again() {
+        let mut h = Harness::talking();
+        let ep = h.warm_answered("+99910001");
+        h.ticks(10);
+        h.call.on_bot_transfer_cancel();
+        h.drain();
+        assert_eq!(h.outputs().last(), Some(&&Output::Hangup(ep)));
+        assert_eq!(h.call.peer(), Peer::None);
+        assert!(!h.call.is_briefing());
+        let leg = &h.call.legs()[0];
+        assert_eq!(leg.outcome, AttemptOutcome::Cancelled);
+        assert!(leg.answered_at.is_some() && leg.ended_at.is_some() && !leg.bridged);
+        // The bot may transfer again, and the caller ends with it.
+        h.transfer(&["+99920000"], TransferStrategy::Simultaneous, None);
+        assert_eq!(h.refusal(), None);
+        h.ticks(100);
+        assert_eq!(
+            h.transfer_failed().map(|f| f.0),
+            Some(TransferFailure::Busy)
+        );
+        h.call.on_leg(CALLER, LegEvent::HungUp);
+        h.drain();
+        assert_eq!(h.call.attended_by(), AttendedBy::Bot);
+        assert_eq!(h.end().map(|e| e.reason), Some(EndReason::CallEnded));
+    }
+
+    #[test]
+    fn a_warm_target_hanging_up_gives_the_caller_back_to_the_bot() {
+        let mut h = Harness::talking();
+        let ep = h.warm_answered("+99910001");
+        h.call.on_leg(ep, LegEvent::HungUp);
+        h.drain();
+        let (reason, tried) = h.transfer_failed().expect("transfer_failed");
+        assert_eq!(reason, TransferFailure::TargetHungUp);
+        assert_eq!(
+            tried,
+            vec![("+99910001".to_string(), AttemptOutcome::Answered, None)]
+        );
+        assert_eq!(h.call.peer(), Peer::None);
+        assert!(h.end().is_none());
+        // Nothing left to hang up: the target is gone already.
+        assert!(!h.hung_up.contains(&ep));
+    }
+
+    #[test]
+    fn complete_or_cancel_without_a_briefing_is_refused() {
+        let mut h = Harness::talking();
+        h.call.on_bot_transfer_complete();
+        h.drain();
+        assert_eq!(h.refusal(), Some(ErrorCode::NoWarmTransfer));
+        // Ringing, not answered yet: still refused, and the ringing goes on.
+        let mut h = Harness::talking();
+        h.call.on_bot_transfer(TransferRequest {
+            kind: "session.transfer",
+            targets: vec![DialTarget::Number("+99910001".into())],
+            strategy: TransferStrategy::Simultaneous,
+            timeout_s: None,
+            caller_id: None,
+            warm: true,
+        });
+        h.drain();
+        h.call.on_bot_transfer_cancel();
+        h.drain();
+        assert_eq!(h.refusal(), Some(ErrorCode::NoWarmTransfer));
+        assert!(h.call.is_transferring());
+    }
+
+    #[test]
+    fn a_bot_lost_while_briefing_leaves_the_caller_with_the_target() {
+        let mut h = Harness::talking();
+        let ep = h.warm_answered("+99910001");
+        h.call.on_bot_lost();
+        h.drain();
+        assert_eq!(h.call.peer(), Peer::Phone(ep));
+        assert_eq!(h.outputs().last(), Some(&&Output::Bridged(ep)));
+        h.call.on_leg(CALLER, LegEvent::HungUp);
+        h.drain();
+        assert_eq!(h.end().map(|e| e.reason), Some(EndReason::BotLost));
+        assert!(h.hung_up.contains(&ep));
+    }
+
+    #[test]
+    fn the_caller_hanging_up_during_a_briefing_hangs_up_the_target() {
+        let mut h = Harness::talking();
+        let ep = h.warm_answered("+99910001");
+        h.call.on_leg(CALLER, LegEvent::HungUp);
+        h.drain();
+        assert!(h.hung_up.contains(&ep));
+        let end = h.end().expect("ended");
+        assert_eq!(end.reason, EndReason::CallEnded);
+        assert_eq!(end.stop, Some(StopReason::CallEnded));
+        let leg = &h.call.legs()[0];
+        assert!(leg.ended_at.is_some() && !leg.bridged);
     }
 }

@@ -386,6 +386,8 @@ pub fn ulaw_frame(codes: &[u8], n: usize) -> Vec<u8> {
 }
 
 pub const SEC: Duration = Duration::from_secs(1);
+/// A millisecond, for test time limits.
+pub const MS: Duration = Duration::from_millis(1);
 
 /// The session's events keep the contract (conformance's stream checks: order,
 /// contiguous sequence numbers, chunks and timestamps, nothing after `stop`).

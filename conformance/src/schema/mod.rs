@@ -14,7 +14,8 @@
 pub mod validator;
 
 use protocol::{
-    Command, Direction, ErrorCode, Event, MediaFormat, StartInfo, StopReason, TransferStrategy,
+    Command, Direction, ErrorCode, Event, MediaFormat, StartInfo, StopReason, TransferMode,
+    TransferStrategy,
 };
 use serde_json::{json, Map, Value};
 
@@ -117,6 +118,10 @@ fn sample_events(info: &StartInfo) -> Vec<Event<'_>> {
                 outcome: "busy",
                 sip_code: Some(486),
             }],
+        },
+        Event::TransferAnswered {
+            kind: "session.transfer",
+            destination: "d",
         },
     ]
 }
@@ -222,6 +227,21 @@ fn event_def(ev: &Event<'_>) -> (&'static str, Vec<&'static str>, Map<String, Va
                 ),
             );
             "One of the bot's messages was refused; the call goes on."
+        }
+        Event::TransferAnswered { .. } => {
+            required.push("transfer");
+            props.insert(
+                "transfer".into(),
+                object(
+                    "The warm transfer whose target answered.",
+                    &["type", "destination"],
+                    json!({
+                        "type": {"type": "string", "description": "The bot message that asked for it (`session.transfer`)."},
+                        "destination": {"type": "string", "description": "The destination that answered."},
+                    }),
+                ),
+            );
+            "[ours] A warm transfer's target answered: the bot now talks to it alone while the caller holds, until `session.transfer_complete` or `session.transfer_cancel`."
         }
         Event::TransferFailed { .. } => {
             required.push("transfer");
@@ -350,6 +370,7 @@ fn sample_commands() -> Vec<Command> {
             strategy: TransferStrategy::default(),
             timeout_s: None,
             caller_id: None,
+            mode: TransferMode::default(),
         },
         Command::TransferWs { url: "u".into() },
         Command::FlowTransfer {
@@ -358,6 +379,8 @@ fn sample_commands() -> Vec<Command> {
         Command::TransferExtension {
             extension: "e".into(),
         },
+        Command::TransferComplete,
+        Command::TransferCancel,
     ]
 }
 
@@ -394,6 +417,11 @@ fn command_def(cmd: &Command) -> (&'static str, Vec<&'static str>, Value) {
                 .map(|s| Value::String(s.as_str().to_owned()))
                 .collect();
             strategies.push(Value::Null);
+            let mut modes: Vec<Value> = TransferMode::ALL
+                .iter()
+                .map(|s| Value::String(s.as_str().to_owned()))
+                .collect();
+            modes.push(Value::Null);
             (
                 "Transfer the call to one number, or ring several.",
                 vec!["destination"],
@@ -405,6 +433,7 @@ fn command_def(cmd: &Command) -> (&'static str, Vec<&'static str>, Value) {
                     "strategy": {"enum": strategies},
                     "timeout": {"type": ["integer", "null"], "minimum": 1, "maximum": u32::MAX, "description": "Ring seconds per attempt."},
                     "caller_id": {"type": ["string", "null"], "description": "\"\" means the default."},
+                    "mode": {"enum": modes, "description": "[ours] `warm`: on answer the bot briefs the target while the caller holds."},
                 }),
             )
         }
@@ -422,6 +451,16 @@ fn command_def(cmd: &Command) -> (&'static str, Vec<&'static str>, Value) {
             "Ring a SIP extension or agent.",
             vec!["extension"],
             json!({"extension": nonempty("The extension.")}),
+        ),
+        Command::TransferComplete => (
+            "[ours] End a warm transfer: the caller is bridged to the target the bot briefed; the bot gets `stop` `transferred`.",
+            vec![],
+            json!({}),
+        ),
+        Command::TransferCancel => (
+            "[ours] End a warm transfer: the target is hung up and the bot is back with the caller.",
+            vec![],
+            json!({}),
         ),
     }
 }
@@ -494,6 +533,7 @@ pub fn sample_command_texts() -> Vec<String> {
         strategy: TransferStrategy::Sequential,
         timeout_s: Some(20),
         caller_id: Some("+1555".into()),
+        mode: TransferMode::Warm,
     });
     cmds.iter()
         .map(|c| protocol::command_json(c, &[1, 2, 3, 4]))
