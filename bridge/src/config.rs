@@ -24,6 +24,15 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Our DIDs: who takes an inbound call to each.
     pub dids: Vec<DidConfig>,
+    /// Flows (IVR dial plans, DialStack's `DialPlan` shape plus our `bot`
+    /// node) a bot can hand its caller to with `session.flow_transfer`. They
+    /// are stored at start-up, beside any the store already holds.
+    pub flows: Vec<crate::flow::DialPlan>,
+    /// Business-hours schedules the flows' `schedule` nodes name.
+    pub schedules: Vec<crate::flow::Schedule>,
+    /// The audio library: WAV files (any rate, mono or stereo) by id, for the
+    /// flows' menus and clips and for `prompt:` fallbacks.
+    pub clips: Vec<crate::flow::AudioClip>,
 }
 
 /// SIP settings.
@@ -143,7 +152,9 @@ pub struct DidConfig {
 }
 
 /// Where a call goes when its bot is lost mid-call (the socket closed or went
-/// dead without `session.hangup`): a number, or `extension:NNN`.
+/// dead without `session.hangup`): a number, `extension:NNN`, `flow:ID` (a
+/// flow of `[[flows]]`) or `prompt:CLIP` (a clip of `[[clips]]` played
+/// before the call ends).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum Fallback {
@@ -151,6 +162,10 @@ pub enum Fallback {
     Number(String),
     /// A registered extension.
     Extension(String),
+    /// A flow, by id.
+    Flow(String),
+    /// A clip played to the caller, who is then hung up on.
+    Prompt(String),
 }
 
 impl TryFrom<String> for Fallback {
@@ -158,17 +173,23 @@ impl TryFrom<String> for Fallback {
 
     fn try_from(s: String) -> Result<Fallback, String> {
         let s = s.trim();
-        if let Some(ext) = s.strip_prefix("extension:") {
-            let ext = ext.trim();
-            if ext.is_empty() {
-                return Err("fallback \"extension:\" names no extension".into());
+        for (prefix, make) in [
+            ("extension:", Fallback::Extension as fn(String) -> Fallback),
+            ("flow:", Fallback::Flow),
+            ("prompt:", Fallback::Prompt),
+        ] {
+            if let Some(name) = s.strip_prefix(prefix) {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(format!("fallback {prefix:?} names nothing"));
+                }
+                return Ok(make(name.to_string()));
             }
-            return Ok(Fallback::Extension(ext.to_string()));
         }
         let digits = s.strip_prefix('+').unwrap_or(s);
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!(
-                "fallback {s:?} is neither a number (+ and digits) nor extension:NNN"
+                "fallback {s:?} is not a number (+ and digits), extension:NNN, flow:ID or prompt:CLIP"
             ));
         }
         Ok(Fallback::Number(s.to_string()))
@@ -196,6 +217,8 @@ pub struct CallsConfig {
     /// A WAV file a caller on hold hears, looped (a warm transfer's
     /// briefing); any rate, mono or stereo. Without it: silence.
     pub hold_audio: Option<PathBuf>,
+    /// The IANA time zone of schedules that name none (e.g. `America/New_York`).
+    pub time_zone: String,
 }
 
 impl Default for CallsConfig {
@@ -207,6 +230,7 @@ impl Default for CallsConfig {
             transfer_timeout_secs: 30,
             fallback: None,
             hold_audio: None,
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -397,6 +421,20 @@ impl Config {
                 }
             }
         }
+        crate::flow::schedule::parse_tz(&cfg.calls.time_zone)
+            .map_err(|e| format!("[calls] time_zone: {e}"))?;
+        let fallbacks = cfg
+            .dids
+            .iter()
+            .filter_map(|d| d.fallback.as_ref())
+            .chain(cfg.calls.fallback.as_ref());
+        for f in fallbacks {
+            if let Fallback::Prompt(c) = f {
+                if !cfg.clips.iter().any(|k| &k.id == c) {
+                    return Err(format!("fallback prompt:{c}: no clip {c:?} in [[clips]]"));
+                }
+            }
+        }
         for d in &cfg.dids {
             let targets = [
                 d.bot_url.is_some(),
@@ -456,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fallback_is_a_number_or_an_extension() {
+    fn a_fallback_is_a_number_an_extension_a_flow_or_a_prompt() {
         let cfg = Config::parse("[calls]\nfallback = \"+15551230000\"\n").unwrap();
         assert_eq!(
             cfg.calls.fallback,
@@ -464,7 +502,18 @@ mod tests {
         );
         let cfg = Config::parse("[calls]\nfallback = \"extension:101\"\n").unwrap();
         assert_eq!(cfg.calls.fallback, Some(Fallback::Extension("101".into())));
+        let cfg = Config::parse("[calls]\nfallback = \"flow:after_hours\"\n").unwrap();
+        assert_eq!(
+            cfg.calls.fallback,
+            Some(Fallback::Flow("after_hours".into()))
+        );
+        let e = Config::parse("[calls]\nfallback = \"prompt:sorry\"\n").unwrap_err();
+        assert!(e.contains("no clip \"sorry\""), "{e}");
+        let e = Config::parse("[calls]\nfallback = \"flow: \"\n").unwrap_err();
+        assert!(e.contains("names nothing"), "{e}");
+        let e = Config::parse("[calls]\ntime_zone = \"Mars/Olympus\"\n").unwrap_err();
+        assert!(e.contains("time_zone"), "{e}");
         let e = Config::parse("[calls]\nfallback = \"the front desk\"\n").unwrap_err();
-        assert!(e.to_string().contains("neither a number"), "{e}");
+        assert!(e.to_string().contains("is not a number"), "{e}");
     }
 }

@@ -23,6 +23,7 @@ use crate::call::state::TICKS_PER_SEC;
 use crate::call::{AttendedBy, Call, CallConfig, DialFailure, DialTarget, End, EndReason, Start};
 use crate::carrier::{PhoneLeg, Route, SimCarrier};
 use crate::config::{Config, Fallback};
+use crate::flow::{ClipLibrary, DialPlan, DialPlanNode, FlowEnv, FlowRun, NodeKind, SoundClipNode};
 use crate::metrics::Metrics;
 use crate::session::SessionConfig;
 use crate::sip::{InboundCall, InboundHandler, SipUa};
@@ -81,6 +82,8 @@ pub struct Engine {
     idle: Notify,
     /// What a caller on hold hears (`[calls] hold_audio`), 8 kHz.
     hold: Option<Arc<[i16]>>,
+    /// The flows calls can be handed to, and what they refer to.
+    flows: Arc<FlowEnv>,
 }
 
 /// Why a target cannot be dialled; the call goes on.
@@ -124,8 +127,10 @@ impl Engine {
             ),
             None => None,
         };
+        let flows = Arc::new(flow_env(&cfg, &store)?);
         Ok(Arc::new(Engine {
             hold,
+            flows,
             cfg,
             store,
             carrier,
@@ -155,6 +160,24 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Whether a flow of this id exists.
+    pub(crate) fn has_flow(&self, id: &str) -> bool {
+        self.flows.flows.contains_key(id)
+    }
+
+    /// A run of the flow (or the prompt) `target` names, starting now; `None`
+    /// when there is no such flow or clip.
+    pub(crate) fn flow_run(&self, target: &DialTarget) -> Option<FlowRun> {
+        let plan = match target {
+            DialTarget::Flow(id) => self.flows.flows.get(id)?.clone(),
+            DialTarget::Prompt(clip) if self.flows.clips.contains(clip) => {
+                Arc::new(prompt_plan(clip))
+            }
+            _ => return None,
+        };
+        Some(FlowRun::new(plan, self.flows.clone(), Utc::now()))
     }
 
     /// What a caller on hold hears, if the config names it (else silence).
@@ -346,6 +369,8 @@ impl Engine {
                 .map(|f| match f {
                     Fallback::Number(n) => DialTarget::Number(n.clone()),
                     Fallback::Extension(e) => DialTarget::Extension(e.clone()),
+                    Fallback::Flow(id) => DialTarget::Flow(id.clone()),
+                    Fallback::Prompt(clip) => DialTarget::Prompt(clip.clone()),
                 }),
         }
     }
@@ -466,6 +491,11 @@ impl Engine {
                 400,
                 EndReason::Failed,
                 format!("{url} is a bot, not a phone"),
+            )),
+            DialTarget::Flow(id) | DialTarget::Prompt(id) => Err(DialError::new(
+                400,
+                EndReason::Failed,
+                format!("{id} is a flow, not a phone"),
             )),
         }
     }
@@ -735,6 +765,7 @@ impl Engine {
             Some(AttendedBy::Bot) => ("bot", String::new()),
             Some(AttendedBy::Agent(n)) => ("agent", n),
             Some(AttendedBy::Extension(n)) => ("extension", n),
+            Some(AttendedBy::Flow(_)) => ("flow", String::new()),
         };
         let outcome = Outcome {
             sip_code: end.sip_code,
@@ -769,5 +800,73 @@ impl InboundHandler for Inbound {
                 engine.idle.notify_waiters();
             }
         });
+    }
+}
+
+/// The flows calls can be handed to: the config's (stored at start-up, so
+/// the store holds every flow) and the store's, with the schedules, clips
+/// and extensions they refer to, all checked.
+fn flow_env(cfg: &Config, store: &Store) -> anyhow::Result<FlowEnv> {
+    let clips = ClipLibrary::load(&cfg.clips)?;
+    for s in &cfg.schedules {
+        store.put_schedule(s)?;
+    }
+    for f in &cfg.flows {
+        store.put_dial_plan(f)?;
+    }
+    let env = FlowEnv {
+        flows: store
+            .dial_plans()?
+            .into_iter()
+            .map(|p| (p.id.clone(), Arc::new(p)))
+            .collect(),
+        schedules: store
+            .schedules()?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect(),
+        clips,
+        extensions: cfg
+            .sip
+            .extensions
+            .iter()
+            .map(|e| e.number.clone())
+            .collect(),
+        default_tz: crate::flow::schedule::parse_tz(&cfg.calls.time_zone)
+            .map_err(|e| anyhow::anyhow!("[calls] time_zone: {e}"))?,
+    };
+    env.validate()?;
+    let fallbacks = cfg
+        .dids
+        .iter()
+        .filter_map(|d| d.fallback.as_ref())
+        .chain(cfg.calls.fallback.as_ref());
+    for f in fallbacks {
+        if let Fallback::Flow(id) = f {
+            anyhow::ensure!(
+                env.flows.contains_key(id),
+                "fallback flow:{id}: no flow {id:?} in [[flows]]"
+            );
+        }
+    }
+    Ok(env)
+}
+
+/// A prompt fallback as a flow: play the clip, then hang up.
+fn prompt_plan(clip: &str) -> DialPlan {
+    DialPlan {
+        id: format!("prompt:{clip}"),
+        name: format!("prompt {clip}"),
+        entry_node: "play".into(),
+        nodes: vec![DialPlanNode {
+            id: "play".into(),
+            kind: NodeKind::SoundClip(SoundClipNode {
+                clip_id: clip.to_string(),
+                next: None,
+            }),
+            position: None,
+        }],
+        created_at: None,
+        updated_at: None,
     }
 }

@@ -19,6 +19,10 @@
 //!   recorded); the bot's audio goes to the target on the clock, and the
 //!   target's frames go to the bot.
 //!
+//! - **A flow** (a bot's `session.flow_transfer`, or a fallback): the caller
+//!   is on the clock and hears the flow's prompts; its keys go to the flow,
+//!   whose dials and bot hand-offs go to the [`Call`] as inputs.
+//!
 //! Legs that ring and are not the peer hear silence and are not heard, so the
 //! caller never hears early media from a target that has not won.
 
@@ -38,6 +42,7 @@ use super::state::{Attempt, Call, DialTarget, End, EpId, Output, Peer, TransferR
 use crate::botlink::{self, BotInput};
 use crate::carrier::{LegEvent, PhoneLeg};
 use crate::engine::{BotTarget, Engine};
+use crate::flow::{FlowAction, FlowRun, FlowTarget};
 use crate::metrics::Metrics;
 use crate::session::{Action, CallSession, Played, SessionStats};
 use crate::store::LegRecord;
@@ -163,6 +168,8 @@ pub(crate) async fn run(
         reports: Vec::new(),
         gauges: (0, 0),
         hold_at: 0,
+        flow: None,
+        caller_paced: false,
     });
     engine
         .metrics()
@@ -201,7 +208,7 @@ pub(crate) async fn run(
                 // that follows it, so the phone's first frame reaches the bot.
                 d.caller_events();
                 if d.bot_is_peer() {
-                    d.caller_to_bot();
+                    d.caller_to_bot(false);
                 }
             }
             _ = clock.tick() => d.on_tick(),
@@ -243,12 +250,33 @@ struct Driver {
     gauges: (i64, i64),
     /// Where the hold audio is, for a caller on hold.
     hold_at: usize,
+    /// The flow that has the caller.
+    flow: Option<FlowEp>,
+    /// The caller's audio is taken on the clock (it was bridged to a phone
+    /// or a flow, or left alone), not as it comes.
+    caller_paced: bool,
+}
+
+/// The flow endpoint: the flow's run, and what it last asked of the call.
+struct FlowEp {
+    run: FlowRun,
+    asked: Option<FlowAsk>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FlowAsk {
+    Dial,
+    Bot,
 }
 
 impl Driver {
     /// The caller's peer is the bot (it has the call and no phone does).
     fn bot_is_peer(&self) -> bool {
-        self.bot.is_some() && !matches!(self.call.peer(), Peer::Phone(_) | Peer::Briefing(_))
+        self.bot.is_some()
+            && !matches!(
+                self.call.peer(),
+                Peer::Phone(_) | Peer::Briefing(_) | Peer::Flow
+            )
     }
 
     fn target_mut(&mut self, ep: EpId) -> Option<&mut Target> {
@@ -351,17 +379,18 @@ impl Driver {
         match self.call.peer() {
             Peer::Phone(ep) => self.phone_tick(ep),
             Peer::Briefing(ep) => self.briefing_tick(ep),
+            Peer::Flow => self.flow_tick(),
             _ if self.bot.is_some() => {
                 // Bot audio for this tick is made first and goes out now; the
                 // caller's frames go to the bot below.
                 self.bot_tick();
                 self.caller_events();
-                self.caller_to_bot();
+                self.caller_to_bot(true);
             }
             _ => {
                 // Nobody to hear yet (a DID's extension rings) or any more
                 // (the bot was lost): the caller runs on the clock.
-                self.caller.set_paced();
+                self.pace_caller();
                 self.caller.tick(&SILENCE);
                 let mut said: Frame = [0; FRAME_SAMPLES];
                 self.caller.next_said(&mut said, true);
@@ -432,6 +461,65 @@ impl Driver {
         bot.session.hear(&said, backlogged);
     }
 
+    /// The caller hears its flow, on the clock; what it says is recorded.
+    fn flow_tick(&mut self) {
+        self.pace_caller();
+        let mut heard = SILENCE;
+        if let Some(f) = self.flow.as_mut() {
+            f.run.tick(&mut heard);
+        }
+        self.caller.tick(&heard);
+        let mut said: Frame = [0; FRAME_SAMPLES];
+        self.caller.next_said(&mut said, true);
+        record(&mut self.recorder, |r| r.write(&said, &heard));
+        self.caller_events();
+        self.pump_flow();
+    }
+
+    /// Hands what the flow asks to the call.
+    fn pump_flow(&mut self) {
+        let Some(f) = self.flow.as_mut() else {
+            return;
+        };
+        while let Some(action) = f.run.poll_action() {
+            match action {
+                FlowAction::Dial {
+                    node,
+                    targets,
+                    timeout_s,
+                } => {
+                    tracing::info!(%node, ?targets, timeout_s, "flow dials");
+                    f.asked = Some(FlowAsk::Dial);
+                    let targets = targets
+                        .into_iter()
+                        .flat_map(|t| match t {
+                            FlowTarget::Extension(e) => self.engine.extension_targets(&e),
+                            FlowTarget::Number(n) => vec![DialTarget::Number(n)],
+                        })
+                        .collect();
+                    self.call.on_flow_dial(targets, timeout_s);
+                }
+                FlowAction::Bot { node, url } => {
+                    tracing::info!(%node, %url, "flow hands the caller to a bot");
+                    f.asked = Some(FlowAsk::Bot);
+                    self.call.on_flow_bot(url);
+                }
+                FlowAction::Hangup { reason } => {
+                    tracing::info!(reason = reason.as_str(), path = ?f.run.visited(), "flow hangs up");
+                    self.call.on_flow_hangup();
+                }
+            }
+        }
+    }
+
+    /// Caller audio is taken on the clock from now on.
+    fn pace_caller(&mut self) {
+        if !self.caller_paced {
+            self.caller.set_paced();
+            self.caller_paced = true;
+        }
+    }
+
     /// One tick of bot audio to the caller. A slot held on the last tick for a
     /// late frame is filled or given up first; then this tick's frame is
     /// played, or held in its turn.
@@ -459,13 +547,25 @@ impl Driver {
 
     /// Hands every frame of the caller's that is ready to the bot (as
     /// `media`) and to the recording; before the answer they are dropped.
-    fn caller_to_bot(&mut self) {
+    /// A caller on the clock (it was bridged to a flow before this bot) gives
+    /// one frame a tick (`tick`), and nothing between ticks.
+    fn caller_to_bot(&mut self, tick: bool) {
         let answered = self.call.is_answered();
         let Some(bot) = self.bot.as_mut() else {
             return;
         };
         let backlogged = bot.backlog() > MAX_BOT_BACKLOG;
         let mut said: Frame = [0; FRAME_SAMPLES];
+        if self.caller_paced {
+            if tick {
+                self.caller.next_said(&mut said, true);
+                if answered {
+                    bot.session.hear(&said, backlogged);
+                    record(&mut self.recorder, |r| r.said(&said));
+                }
+            }
+            return;
+        }
         while self.caller.next_said(&mut said, false) {
             if answered {
                 bot.session.hear(&said, backlogged);
@@ -487,6 +587,12 @@ impl Driver {
                     }
                     // A caller on hold is heard by no one, its keys too.
                     Peer::Briefing(_) => {}
+                    Peer::Flow => {
+                        if let Some(f) = self.flow.as_mut() {
+                            f.run.on_dtmf(digit);
+                        }
+                        self.pump_flow();
+                    }
                     _ => {
                         if let Some(bot) = self.bot.as_mut() {
                             bot.session.on_phone_dtmf(digit, duration_ms);
@@ -576,6 +682,10 @@ impl Driver {
                         caller_id: None,
                         warm: false,
                     });
+                }
+                Action::Transfer(Command::FlowTransfer { flow_id }) => {
+                    let known = self.engine.has_flow(&flow_id);
+                    self.call.on_bot_flow_transfer(flow_id, known);
                 }
                 Action::Transfer(Command::TransferComplete) => self.call.on_bot_transfer_complete(),
                 Action::Transfer(Command::TransferCancel) => self.call.on_bot_transfer_cancel(),
@@ -669,7 +779,7 @@ impl Driver {
                     tracing::info!(leg = ep.0, "caller bridged");
                     self.bridged = Some(ep);
                     // The caller is heard on the clock now, like its peer.
-                    self.caller.set_paced();
+                    self.pace_caller();
                     self.caller_heard = SILENCE;
                     self.peer_heard = SILENCE;
                 }
@@ -713,6 +823,32 @@ impl Driver {
                             })
                             .collect();
                         bot.session.transfer_failed(kind, reason.as_str(), &list);
+                    }
+                }
+                Output::StartFlow(target) => match self.engine.flow_run(&target) {
+                    Some(run) => {
+                        tracing::info!(flow = target.as_str(), "the caller goes to a flow");
+                        self.flow = Some(FlowEp { run, asked: None });
+                        self.pump_flow();
+                    }
+                    None => {
+                        tracing::warn!(flow = target.as_str(), "no such flow");
+                        self.call.on_flow_missing();
+                    }
+                },
+                Output::FlowOutcome(taken) => {
+                    if let Some(f) = self.flow.as_mut() {
+                        match f.asked.take() {
+                            Some(FlowAsk::Dial) => f.run.on_dial_result(taken),
+                            Some(FlowAsk::Bot) => f.run.on_bot_result(taken),
+                            None => {}
+                        }
+                        if f.run.is_done() {
+                            tracing::info!(path = ?f.run.visited(), "the flow is done");
+                            self.flow = None;
+                        } else {
+                            self.pump_flow();
+                        }
                     }
                 }
                 Output::State(state) => self.engine.set_state(self.id, state),
@@ -875,6 +1011,8 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>) -> LegRecord {
             DialTarget::Number(_) => "number",
             DialTarget::Extension(_) | DialTarget::Contact { .. } => "extension",
             DialTarget::Bot(_) => "bot",
+            DialTarget::Flow(_) => "flow",
+            DialTarget::Prompt(_) => "prompt",
         }
         .into(),
         outcome: a.outcome.as_str().into(),

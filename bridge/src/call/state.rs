@@ -80,6 +80,9 @@ pub enum EndReason {
     NoTarget,
     /// The bridge restarted while the call was live.
     BridgeRestart,
+    /// The flow the caller was handed to ended the call (a null exit, or a
+    /// menu nobody answered).
+    FlowHangup,
 }
 
 impl EndReason {
@@ -106,6 +109,7 @@ impl EndReason {
             EndReason::ConfigApiFailed => "config_api_failed",
             EndReason::NoTarget => "no_target",
             EndReason::BridgeRestart => "bridge_restart",
+            EndReason::FlowHangup => "flow_hangup",
         }
     }
 }
@@ -163,13 +167,23 @@ pub enum DialTarget {
         /// Its registered Contact URI.
         uri: String,
     },
+    /// A flow (a dial plan), by id: `session.flow_transfer`, or a fallback.
+    /// Never dialled: the flow takes the caller at once.
+    Flow(String),
+    /// A clip of the audio library played to the caller, who is then hung up
+    /// on (a fallback).
+    Prompt(String),
 }
 
 impl DialTarget {
     /// The destination as the bot or the config named it.
     pub fn as_str(&self) -> &str {
         match self {
-            DialTarget::Number(n) | DialTarget::Extension(n) | DialTarget::Bot(n) => n,
+            DialTarget::Number(n)
+            | DialTarget::Extension(n)
+            | DialTarget::Bot(n)
+            | DialTarget::Flow(n)
+            | DialTarget::Prompt(n) => n,
             DialTarget::Contact { extension, .. } => extension,
         }
     }
@@ -263,6 +277,8 @@ pub enum TransferFailure {
     BotUnreachable,
     /// A warm transfer's target hung up while the bot briefed it.
     TargetHungUp,
+    /// `session.flow_transfer` named no flow the bridge has.
+    UnknownFlow,
 }
 
 impl TransferFailure {
@@ -276,6 +292,7 @@ impl TransferFailure {
             TransferFailure::TooManyHops => "too_many_hops",
             TransferFailure::BotUnreachable => "bot_unreachable",
             TransferFailure::TargetHungUp => "target_hung_up",
+            TransferFailure::UnknownFlow => "unknown_flow",
         }
     }
 }
@@ -356,6 +373,14 @@ pub enum Output {
     /// old one gets `stop` with reason `transfer_ws` (marks it had pending
     /// first) and its socket is closed.
     SwapBot,
+    /// Hand the caller to this flow (or prompt): it is the caller's peer
+    /// from now on. A flow that cannot be found is reported with
+    /// [`Call::on_flow_missing`]; what the flow asks is given back with the
+    /// `on_flow_*` inputs.
+    StartFlow(DialTarget),
+    /// How the flow's last dial or bot hand-off went: `true`, it took the
+    /// caller (the flow is over); `false`, it did not (the flow goes on).
+    FlowOutcome(bool),
     /// Store the call's new state.
     State(CallState),
     /// The call is over. Every endpoint still up was hung up just before.
@@ -373,6 +398,8 @@ pub enum AttendedBy {
     Agent(String),
     /// The extension a DID rings.
     Extension(String),
+    /// A flow (or a fallback's prompt) had the caller at the end.
+    Flow(String),
 }
 
 /// Who the caller hears now.
@@ -388,6 +415,8 @@ pub enum Peer {
     /// the bot and this phone endpoint, a warm transfer's target, hear each
     /// other.
     Briefing(EpId),
+    /// A flow: the caller hears its prompts, and its keys go to it.
+    Flow,
 }
 
 /// How a call begins.
@@ -434,6 +463,19 @@ enum Purpose {
     Did,
     /// The bot was lost: the fallback takes the caller, or the call ends.
     Fallback,
+    /// A flow's dial node: the flow goes on if nobody answers.
+    Flow,
+}
+
+/// What the flow that has the caller is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlowStep {
+    /// Playing, or waiting for keys.
+    Running,
+    /// Its dial node rings targets.
+    Dialing,
+    /// Its bot node connects a bot.
+    ConnectingBot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +522,8 @@ pub struct Call {
     transfer: Option<Transfer>,
     /// A warm transfer's target the bot is briefing.
     briefing: Option<Briefing>,
+    /// The flow that has the caller, and its leg in [`Call::legs`].
+    flow: Option<(FlowStep, usize)>,
     /// Every attempt ever made, for the call log.
     legs: Vec<Attempt>,
     /// The call began with a bot.
@@ -516,6 +560,7 @@ impl Call {
             bot: BotState::None,
             transfer: None,
             briefing: None,
+            flow: None,
             legs: Vec::new(),
             had_bot: !matches!(start, Start::InboundToPhone(_)),
             bridged: None,
@@ -599,6 +644,9 @@ impl Call {
             return AttendedBy::Nobody;
         }
         match &self.bridged {
+            Some((DialTarget::Flow(id) | DialTarget::Prompt(id), _)) => {
+                AttendedBy::Flow(id.clone())
+            }
             Some((target, true)) => AttendedBy::Agent(target.as_str().to_string()),
             Some((target, false)) => AttendedBy::Extension(target.as_str().to_string()),
             None if self.had_bot => AttendedBy::Bot,
@@ -821,6 +869,12 @@ impl Call {
     /// configured fallback, or the call ends (`bot_lost`).
     fn fallback_or_end(&mut self) {
         match self.cfg.fallback.take() {
+            Some(target @ (DialTarget::Flow(_) | DialTarget::Prompt(_)))
+                if self.hops < MAX_HOPS =>
+            {
+                self.hops += 1;
+                self.start_flow(target);
+            }
             Some(target) if self.hops < MAX_HOPS => {
                 let caller_id = self.cfg.default_caller_id.clone();
                 let timeout_ticks = self.cfg.transfer_timeout_s.max(1) * TICKS_PER_SEC;
@@ -997,6 +1051,9 @@ impl Call {
 
     /// The caller's peer becomes the phone endpoint `ep`, the call's leg `leg`.
     fn bridge(&mut self, ep: EpId, leg: usize) {
+        for a in self.legs.iter_mut() {
+            a.bridged = false;
+        }
         self.legs[leg].bridged = true;
         self.bridged = Some((self.legs[leg].target.clone(), true));
         self.peer = Peer::Phone(ep);
@@ -1009,6 +1066,16 @@ impl Call {
             return;
         }
         self.hops += 1;
+        if let Some((FlowStep::ConnectingBot, leg)) = self.flow {
+            // A flow's bot node: the bot takes the caller from the flow.
+            self.flow = None;
+            self.end_leg(leg);
+            self.legs[leg].bridged = false;
+            self.bridged = None;
+            self.bot = BotState::Connected;
+            self.peer = Peer::None;
+            self.out.push_back(Output::FlowOutcome(true));
+        }
         self.out.push_back(Output::SwapBot);
     }
 
@@ -1021,6 +1088,11 @@ impl Call {
         if self.ended {
             return;
         }
+        if let Some((step @ FlowStep::ConnectingBot, _)) = self.flow.as_mut() {
+            *step = FlowStep::Running;
+            self.out.push_back(Output::FlowOutcome(false));
+            return;
+        }
         self.out.push_back(Output::TransferFailed {
             kind: "session.transfer_ws",
             reason: TransferFailure::BotUnreachable,
@@ -1031,6 +1103,122 @@ impl Call {
                 ..new_attempt(DialTarget::Bot(url))
             }],
         });
+    }
+
+    /// The bot asked to hand the caller to a flow (`session.flow_transfer`);
+    /// `known`: the bridge has a flow of that id.
+    pub fn on_bot_flow_transfer(&mut self, flow_id: String, known: bool) {
+        const KIND: &str = "session.flow_transfer";
+        if !self.may_transfer(KIND) {
+            return;
+        }
+        let reason = if !known {
+            TransferFailure::UnknownFlow
+        } else if self.hops >= MAX_HOPS {
+            TransferFailure::TooManyHops
+        } else {
+            self.hops += 1;
+            self.bot = BotState::None;
+            self.out
+                .push_back(Output::StopBot(StopReason::FlowTransfer));
+            self.start_flow(DialTarget::Flow(flow_id));
+            return;
+        };
+        self.out.push_back(Output::TransferFailed {
+            kind: KIND,
+            reason,
+            attempts: vec![Attempt {
+                outcome: AttemptOutcome::Failed,
+                ..new_attempt(DialTarget::Flow(flow_id))
+            }],
+        });
+    }
+
+    /// The caller's peer becomes the flow (or prompt) `target`: a leg of its
+    /// own, answered at once.
+    fn start_flow(&mut self, target: DialTarget) {
+        let leg = self.legs.len();
+        self.legs.push(Attempt {
+            outcome: AttemptOutcome::Answered,
+            dialled_at: Some(self.ticks),
+            answered_at: Some(self.ticks),
+            ..new_attempt(target.clone())
+        });
+        for a in self.legs.iter_mut() {
+            a.bridged = false;
+        }
+        self.legs[leg].bridged = true;
+        self.bridged = Some((target.clone(), true));
+        self.flow = Some((FlowStep::Running, leg));
+        self.peer = Peer::Flow;
+        self.out.push_back(Output::StartFlow(target));
+    }
+
+    fn end_leg(&mut self, leg: usize) {
+        if self.legs[leg].ended_at.is_none() {
+            self.legs[leg].ended_at = Some(self.ticks);
+        }
+    }
+
+    /// The flow [`Output::StartFlow`] named does not exist: the call ends.
+    pub fn on_flow_missing(&mut self) {
+        if self.ended || self.flow.is_none() {
+            return;
+        }
+        self.end(End::new(CallState::Completed, EndReason::NoRoute, None));
+    }
+
+    /// The flow's dial node rings `targets` at once for `timeout_s`; the
+    /// outcome comes back as [`Output::FlowOutcome`].
+    pub fn on_flow_dial(&mut self, targets: Vec<DialTarget>, timeout_s: u32) {
+        if self.ended {
+            return;
+        }
+        let Some((step @ FlowStep::Running, _)) = self.flow.as_mut() else {
+            return;
+        };
+        if targets.is_empty() {
+            self.out.push_back(Output::FlowOutcome(false));
+            return;
+        }
+        *step = FlowStep::Dialing;
+        let caller_id = self.cfg.default_caller_id.clone();
+        self.begin_transfer(Transfer {
+            kind: "flow",
+            purpose: Purpose::Flow,
+            warm: false,
+            strategy: TransferStrategy::Simultaneous,
+            timeout_ticks: timeout_s.max(1).saturating_mul(TICKS_PER_SEC),
+            caller_id,
+            attempts: targets.into_iter().map(new_attempt).collect(),
+        });
+    }
+
+    /// The flow's bot node hands the caller to a bot; connected or not, the
+    /// outcome comes back as [`Output::FlowOutcome`].
+    pub fn on_flow_bot(&mut self, url: String) {
+        if self.ended {
+            return;
+        }
+        let Some((step @ FlowStep::Running, _)) = self.flow.as_mut() else {
+            return;
+        };
+        if self.hops >= MAX_HOPS {
+            // A flow that hands to a bot that hands back to the flow...
+            self.out.push_back(Output::FlowOutcome(false));
+            return;
+        }
+        *step = FlowStep::ConnectingBot;
+        self.next_bot = Some(self.ticks);
+        self.out.push_back(Output::ConnectNextBot(url));
+    }
+
+    /// The flow ended the call (a null exit, or a menu without an answer).
+    pub fn on_flow_hangup(&mut self) {
+        if self.ended || self.flow.is_none() {
+            return;
+        }
+        self.end(End::new(CallState::Completed, EndReason::FlowHangup, None));
     }
 
     /// The bridge is shutting down.
@@ -1182,6 +1370,13 @@ impl Call {
             Purpose::Fallback => {
                 return self.end(End::new(CallState::Completed, EndReason::BotLost, None))
             }
+            Purpose::Flow => {
+                if let Some((step, _)) = self.flow.as_mut() {
+                    *step = FlowStep::Running;
+                }
+                self.out.push_back(Output::FlowOutcome(false));
+                return;
+            }
             Purpose::Did => {}
         }
         // A DID's own targets failed: so did the call, as the one that says
@@ -1264,6 +1459,13 @@ impl Call {
                 }
             }
             Purpose::Fallback => self.hops += 1,
+            Purpose::Flow => {
+                // The flow's dial node was answered: the flow is over.
+                if let Some((_, flow_leg)) = self.flow.take() {
+                    self.end_leg(flow_leg);
+                }
+                self.out.push_back(Output::FlowOutcome(true));
+            }
             Purpose::Did => {
                 // A DID's target answered: now the caller is answered too.
                 self.peer_hangup = EndReason::ExtensionHangup;
@@ -1285,13 +1487,22 @@ impl Call {
         if self.ended {
             return;
         }
-        if self.bot_lost && matches!(end.reason, EndReason::CallEnded | EndReason::AgentHangup) {
+        if self.bot_lost
+            && matches!(
+                end.reason,
+                EndReason::CallEnded
+                    | EndReason::AgentHangup
+                    | EndReason::FlowHangup
+                    | EndReason::NoRoute
+            )
+        {
             // Where the caller went is in the legs; why is that the bot was lost.
             end.reason = EndReason::BotLost;
         }
         self.ended = true;
         let ticks = self.ticks;
         self.briefing = None;
+        self.flow = None;
         if let Some(mut t) = self.transfer.take() {
             for a in t.attempts.iter_mut().filter(|a| a.outcome.is_open()) {
                 a.outcome = AttemptOutcome::Cancelled;
