@@ -227,6 +227,10 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         "bridge/transfer-ws-unreachable.toml",
         include_str!("../scenarios/bridge/transfer-ws-unreachable.toml"),
     ),
+    (
+        "bridge/flow-transfer-unknown.toml",
+        include_str!("../scenarios/bridge/flow-transfer-unknown.toml"),
+    ),
 ];
 
 /// Every built-in scenario, in file order.

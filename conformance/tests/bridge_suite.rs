@@ -12,7 +12,7 @@ async fn our_bridge_passes_every_scenario() {
     let bridge = start_bridge(dir.path()).await;
     let report = run_bridge_suite(bridge.addr, &[], true).await;
     assert!(report.all_passed(), "{}", report.summary());
-    assert_eq!(report.scenarios.len(), 24, "every bridge scenario ran");
+    assert_eq!(report.scenarios.len(), 25, "every bridge scenario ran");
     let cadence = result(&report, "media-cadence");
     assert!(
         cadence

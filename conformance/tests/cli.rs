@@ -129,11 +129,11 @@ async fn bridge_against_our_bridge_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("conformance: 24 passed, 0 failed, 0 skipped"),
+        text.contains("conformance: 25 passed, 0 failed, 0 skipped"),
         "{text}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"24\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("tests=\"25\" failures=\"0\""), "{xml}");
     bridge.stop().await;
 }
 
