@@ -2438,4 +2438,105 @@ mod tests {
         let leg = &h.call.legs()[0];
         assert!(leg.ended_at.is_some() && !leg.bridged);
     }
+
+    #[test]
+    fn a_flow_takes_the_caller_and_its_dials_and_hangup_come_back_as_inputs() {
+        let mut h = Harness::talking();
+        h.call.on_bot_flow_transfer("nope".into(), false);
+        h.drain();
+        assert_eq!(
+            h.transfer_failed(),
+            Some((
+                TransferFailure::UnknownFlow,
+                vec![("nope".into(), AttemptOutcome::Failed, None)]
+            ))
+        );
+        assert_eq!(h.call.peer(), Peer::None);
+
+        h.call.on_bot_flow_transfer("sales".into(), true);
+        h.drain();
+        assert!(h
+            .outputs()
+            .contains(&&Output::StopBot(StopReason::FlowTransfer)));
+        assert_eq!(
+            h.outputs().last(),
+            Some(&&Output::StartFlow(DialTarget::Flow("sales".into())))
+        );
+        assert_eq!(h.call.peer(), Peer::Flow);
+        assert_eq!(h.call.attended_by(), AttendedBy::Flow("sales".into()));
+
+        // A busy dial gives the flow its outcome; the flow keeps the caller.
+        h.call
+            .on_flow_dial(vec![DialTarget::Number("+99920000".into())], 5);
+        h.drain();
+        h.ticks(100);
+        assert!(h.outputs().contains(&&Output::FlowOutcome(false)));
+        assert_eq!(h.call.peer(), Peer::Flow);
+        // An answered one takes the caller from the flow.
+        h.call
+            .on_flow_dial(vec![DialTarget::Number("+99910001".into())], 5);
+        h.drain();
+        let (ep, _) = h.dialled().last().cloned().unwrap();
+        h.ticks(100);
+        assert!(h.outputs().contains(&&Output::FlowOutcome(true)));
+        assert_eq!(h.call.peer(), Peer::Phone(ep));
+        let flow_leg = &h.call.legs()[0];
+        assert_eq!(flow_leg.target, DialTarget::Flow("sales".into()));
+        assert!(!flow_leg.bridged && flow_leg.ended_at.is_some());
+        assert!(h.call.legs().last().unwrap().bridged);
+    }
+
+    #[test]
+    fn a_flow_hangs_up_or_hands_the_caller_to_a_bot() {
+        let mut h = Harness::talking();
+        h.call.on_bot_flow_transfer("menu".into(), true);
+        h.drain();
+        h.call.on_flow_hangup();
+        h.drain();
+        assert_eq!(h.end().map(|e| e.reason), Some(EndReason::FlowHangup));
+
+        let mut h = Harness::talking();
+        h.call.on_bot_flow_transfer("menu".into(), true);
+        h.drain();
+        h.call.on_flow_bot("ws://127.0.0.1:9/".into());
+        h.drain();
+        assert_eq!(
+            h.outputs().last(),
+            Some(&&Output::ConnectNextBot("ws://127.0.0.1:9/".into()))
+        );
+        // Unreachable: the flow goes on.
+        h.call.on_next_bot_unreachable("ws://127.0.0.1:9/".into());
+        h.drain();
+        assert_eq!(h.outputs().last(), Some(&&Output::FlowOutcome(false)));
+        assert!(h.transfer_failed().is_none());
+        assert_eq!(h.call.peer(), Peer::Flow);
+        // Reachable: the bot has the caller, and may transfer again.
+        h.call.on_flow_bot("ws://127.0.0.1:9/".into());
+        h.drain();
+        h.call.on_next_bot_connected();
+        h.drain();
+        let tail: Vec<&Output> = h.outputs().into_iter().rev().take(2).collect();
+        assert_eq!(tail, vec![&Output::SwapBot, &Output::FlowOutcome(true)]);
+        assert_eq!(h.call.peer(), Peer::None);
+        assert_eq!(h.call.attended_by(), AttendedBy::Bot);
+        h.call.on_bot_flow_transfer("menu".into(), true);
+        h.drain();
+        assert_eq!(h.call.peer(), Peer::Flow);
+    }
+
+    #[test]
+    fn a_lost_bot_with_a_prompt_fallback_ends_when_the_prompt_does() {
+        let mut h = Harness::talking();
+        h.call.cfg.fallback = Some(DialTarget::Prompt("sorry".into()));
+        h.call.on_bot_lost();
+        h.drain();
+        assert_eq!(
+            h.outputs().last(),
+            Some(&&Output::StartFlow(DialTarget::Prompt("sorry".into())))
+        );
+        h.call.on_flow_hangup();
+        h.drain();
+        assert_eq!(h.end().map(|e| e.reason), Some(EndReason::BotLost));
+        assert_eq!(h.call.attended_by(), AttendedBy::Flow("sorry".into()));
+    }
 }
