@@ -362,6 +362,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Every fallback the config names: the DIDs' and `[calls] fallback`.
+    pub fn fallbacks(&self) -> impl Iterator<Item = &Fallback> {
+        self.dids
+            .iter()
+            .filter_map(|d| d.fallback.as_ref())
+            .chain(self.calls.fallback.as_ref())
+    }
+
     /// Reads and checks a TOML config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -423,12 +431,7 @@ impl Config {
         }
         crate::flow::schedule::parse_tz(&cfg.calls.time_zone)
             .map_err(|e| format!("[calls] time_zone: {e}"))?;
-        let fallbacks = cfg
-            .dids
-            .iter()
-            .filter_map(|d| d.fallback.as_ref())
-            .chain(cfg.calls.fallback.as_ref());
-        for f in fallbacks {
+        for f in cfg.fallbacks() {
             if let Fallback::Prompt(c) = f {
                 if !cfg.clips.iter().any(|k| &k.id == c) {
                     return Err(format!("fallback prompt:{c}: no clip {c:?} in [[clips]]"));

@@ -836,12 +836,7 @@ fn flow_env(cfg: &Config, store: &Store) -> anyhow::Result<FlowEnv> {
             .map_err(|e| anyhow::anyhow!("[calls] time_zone: {e}"))?,
     };
     env.validate()?;
-    let fallbacks = cfg
-        .dids
-        .iter()
-        .filter_map(|d| d.fallback.as_ref())
-        .chain(cfg.calls.fallback.as_ref());
-    for f in fallbacks {
+    for f in cfg.fallbacks() {
         if let Fallback::Flow(id) = f {
             anyhow::ensure!(
                 env.flows.contains_key(id),

@@ -257,16 +257,9 @@ struct Driver {
     caller_paced: bool,
 }
 
-/// The flow endpoint: the flow's run, and what it last asked of the call.
+/// The flow endpoint: the flow's run.
 struct FlowEp {
     run: FlowRun,
-    asked: Option<FlowAsk>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum FlowAsk {
-    Dial,
-    Bot,
 }
 
 impl Driver {
@@ -489,7 +482,6 @@ impl Driver {
                     timeout_s,
                 } => {
                     tracing::info!(%node, ?targets, timeout_s, "flow dials");
-                    f.asked = Some(FlowAsk::Dial);
                     let targets = targets
                         .into_iter()
                         .flat_map(|t| match t {
@@ -501,7 +493,6 @@ impl Driver {
                 }
                 FlowAction::Bot { node, url } => {
                     tracing::info!(%node, %url, "flow hands the caller to a bot");
-                    f.asked = Some(FlowAsk::Bot);
                     self.call.on_flow_bot(url);
                 }
                 FlowAction::Hangup { reason } => {
@@ -828,7 +819,7 @@ impl Driver {
                 Output::StartFlow(target) => match self.engine.flow_run(&target) {
                     Some(run) => {
                         tracing::info!(flow = target.as_str(), "the caller goes to a flow");
-                        self.flow = Some(FlowEp { run, asked: None });
+                        self.flow = Some(FlowEp { run });
                         self.pump_flow();
                     }
                     None => {
@@ -838,11 +829,7 @@ impl Driver {
                 },
                 Output::FlowOutcome(taken) => {
                     if let Some(f) = self.flow.as_mut() {
-                        match f.asked.take() {
-                            Some(FlowAsk::Dial) => f.run.on_dial_result(taken),
-                            Some(FlowAsk::Bot) => f.run.on_bot_result(taken),
-                            None => {}
-                        }
+                        f.run.on_outcome(taken);
                         if f.run.is_done() {
                             tracing::info!(path = ?f.run.visited(), "the flow is done");
                             self.flow = None;

@@ -18,7 +18,8 @@
 //! 3. passes the caller's keys to [`FlowRun::on_dtmf`];
 //! 4. after every call into it, drains [`FlowRun::poll_action`]: a
 //!    [`FlowAction::Dial`] is answered with [`FlowRun::on_dial_result`], a
-//!    [`FlowAction::Bot`] with [`FlowRun::on_bot_result`], and a
+//!    [`FlowAction::Bot`] with [`FlowRun::on_bot_result`] (or either with
+//!    [`FlowRun::on_outcome`], which applies to the one outstanding), and a
 //!    [`FlowAction::Hangup`] ends the call;
 //! 5. stops once [`FlowRun::is_done`] (the caller is with whoever answered or
 //!    with the bot, or was hung up on), and logs [`FlowRun::visited`].

@@ -257,13 +257,8 @@ impl FlowRun {
     /// (the caller is with whoever answered); otherwise the dial node's `next`
     /// is followed (null: hang up). Ignored when no dial is outstanding.
     pub fn on_dial_result(&mut self, answered: bool) {
-        if let State::Dialing { next } = &self.state {
-            if answered {
-                self.state = State::Done;
-            } else {
-                let next = next.clone();
-                self.go(next);
-            }
+        if matches!(self.state, State::Dialing { .. }) {
+            self.on_outcome(answered);
         }
     }
 
@@ -271,13 +266,23 @@ impl FlowRun {
     /// (the bot has the caller); otherwise the bot node's `next` is followed
     /// (null: hang up). Ignored when no hand-off is outstanding.
     pub fn on_bot_result(&mut self, connected: bool) {
-        if let State::Bot { next } = &self.state {
-            if connected {
-                self.state = State::Done;
-            } else {
-                let next = next.clone();
-                self.go(next);
-            }
+        if matches!(self.state, State::Bot { .. }) {
+            self.on_outcome(connected);
+        }
+    }
+
+    /// The outcome of whichever dial or bot hand-off is outstanding: `taken`
+    /// ends the flow; otherwise its node's `next` is followed (null: hang
+    /// up). Ignored when neither is outstanding.
+    pub fn on_outcome(&mut self, taken: bool) {
+        let next = match &self.state {
+            State::Dialing { next } | State::Bot { next } => next.clone(),
+            _ => return,
+        };
+        if taken {
+            self.state = State::Done;
+        } else {
+            self.go(next);
         }
     }
 
