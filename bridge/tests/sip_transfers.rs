@@ -48,8 +48,12 @@ async fn talk_and_hear_the_echo(bridge: &bridge::server::Running) {
         "the caller heard {echoed} of its frames back through the agent ({} packets received)",
         received.len()
     );
-    // The peer changed from the bot to the agent without a gap: one RTP
-    // stream, every packet 20 ms after the one before, none missing.
+    assert_one_stream(&received);
+}
+
+/// The peer changed (bot, flow, agent) without a gap: one RTP stream, every
+/// packet 20 ms after the one before, none missing.
+fn assert_one_stream(received: &[common::phone::Received]) {
     for w in received.windows(2) {
         assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "a packet missing");
         assert_eq!(
@@ -267,5 +271,145 @@ async fn transfer_extension_rings_every_registered_phone() {
     outcomes.sort();
     assert_eq!(outcomes, vec!["answered", "cancelled"], "{rec}");
     assert_eq!(rec["agent_no"], "101");
+    bridge.stop().await;
+}
+
+/// A flow over SIP: the bot hands a SIP caller to a menu; the caller hears
+/// the prompt, presses a wrong key (RFC 4733 events only, no audio while the
+/// key is held) and hears the prompt again, then presses 1 and is bridged to
+/// extension 101, registered by a SIPp phone that answers and echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_menu_routes_a_sip_callers_key_to_a_registered_extension() {
+    if !sipp_available() {
+        return;
+    }
+    const PROMPT_VALUE: i16 = 2468;
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("menu.wav");
+    write_wav(&prompt, &[PROMPT_VALUE; 8000]);
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        c.send(r#"{"type":"session.flow_transfer","flow_id":"sales"}"#)
+            .await;
+        c.drain(15 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 5\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.extensions]]\nnumber = \"101\"\npassword = \"s3cret\"\n\n\
+         [[clips]]\nid = \"main_menu\"\nfile = \"{}\"\n\n\
+         [[flows]]\nid = \"sales\"\nname = \"Sales\"\nentry_node = \"menu\"\n\
+         [[flows.nodes]]\nid = \"menu\"\ntype = \"menu\"\n\
+         config = {{ prompt_clip_id = \"main_menu\", timeout = 5, \
+         options = [{{ digit = \"1\", next_node = \"desk\" }}] }}\n\
+         [[flows.nodes]]\nid = \"desk\"\ntype = \"internal_dial\"\n\
+         config = {{ target_id = \"101\", timeout = 10 }}\n",
+        bot.url(),
+        prompt.display()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+    let phone_port = free_port();
+    let extension = Sipp::start("uas_answer.xml", None, phone_port, &["-rtp_echo"]);
+    let (code, errors) = register(bridge.sip_addr.unwrap(), "101", "s3cret", phone_port)
+        .finish(15 * SEC)
+        .await;
+    assert_eq!(code, 0, "REGISTER succeeded: {errors}");
+
+    let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650009").await;
+    let codes = stable_ulaw_codes();
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    let ts0: u32 = rand::random();
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    // 6 s: a wrong key (5) at 1.5 s, the choice (1) at 3 s, each held 100 ms.
+    let mut n = 0u32;
+    while n < 300 {
+        let key = match n {
+            75 => Some(5u8),
+            150 => Some(1u8),
+            _ => None,
+        };
+        let start = ts0.wrapping_add(160 * n);
+        match key {
+            Some(key) => {
+                for held in 1..=5u16 {
+                    clock.tick().await;
+                    let end = held == 5;
+                    let mut payload = vec![key, if end { 0x80 | 10 } else { 10 }];
+                    payload.extend_from_slice(&(held * 160).to_be_bytes());
+                    for _ in 0..if end { 3 } else { 1 } {
+                        phone.send_rtp(held == 1, 101, start, &payload).await;
+                    }
+                    n += 1;
+                }
+            }
+            None => {
+                clock.tick().await;
+                let payload = ulaw_frame(&codes, n as usize);
+                phone.send_rtp(n == 0, 0, start, &payload).await;
+                sent.push(payload);
+                n += 1;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phone.hang_up().await;
+
+    let received = phone.received();
+    assert_one_stream(&received);
+    // The prompt twice (1 s each), then the caller's own frames through the
+    // extension's echo, and never the prompt after the echo began.
+    let prompt_code = codecs::g711::ulaw_encode(PROMPT_VALUE);
+    let is_prompt = |r: &common::phone::Received| r.payload.iter().all(|&b| b == prompt_code);
+    let prompts = received.iter().filter(|r| is_prompt(r)).count();
+    assert!(
+        (95..=105).contains(&prompts),
+        "the caller heard {prompts} frames of the prompt, not two plays of 50"
+    );
+    let sent_set: HashSet<&[u8]> = sent.iter().map(|p| p.as_slice()).collect();
+    let first_echo = received
+        .iter()
+        .position(|r| sent_set.contains(r.payload.as_slice()))
+        .expect("the caller heard its frames through the extension");
+    let echoed = received[first_echo..]
+        .iter()
+        .filter(|r| sent_set.contains(r.payload.as_slice()))
+        .count();
+    assert!(echoed >= 50, "{echoed} frames echoed by the extension");
+    assert!(
+        !received[first_echo..].iter().any(is_prompt),
+        "the prompt went on after the caller was bridged"
+    );
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::FlowTransfer,
+            ..
+        })
+    ));
+    let (exit, errors) = extension.finish(15 * SEC).await;
+    assert_eq!(exit, 0, "the extension got the BYE: {errors}");
+    let (_, log) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/call_logs",
+        Some(TOKEN),
+        Some("{}"),
+    )
+    .await;
+    let rec = &log["data"][0];
+    assert_eq!(rec["attended_by"], "agent", "{rec}");
+    assert_eq!(rec["agent_no"], "101");
+    assert_eq!(rec["dtmf_input"], "51", "{rec}");
+    let legs: Vec<(&str, &str)> = rec["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(legs, vec![("flow", "answered"), ("extension", "answered")]);
     bridge.stop().await;
 }
