@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use codecs::pcm::find_delay;
+use common::phone::SipPhone;
 use common::*;
 use protocol::{BotEvent, StopReason};
 use serde_json::json;
@@ -95,6 +96,27 @@ impl Baresip {
     /// source ends the call at the end of its file, so the file is padded),
     /// and records each call in `rec/`. It quits by itself after `quit_after`.
     fn start(modules: &Path, quit_after: Duration) -> Baresip {
+        Self::launch(modules, quit_after, None)
+    }
+
+    /// [`Baresip::start`], but as extension `ext` of the bridge at
+    /// `registrar`: it registers there (digest `password`) and answers the
+    /// calls the bridge sends to its Contact.
+    fn start_registered(
+        modules: &Path,
+        quit_after: Duration,
+        registrar: SocketAddr,
+        ext: &str,
+        password: &str,
+    ) -> Baresip {
+        Self::launch(modules, quit_after, Some((registrar, ext, password)))
+    }
+
+    fn launch(
+        modules: &Path,
+        quit_after: Duration,
+        registrar: Option<(SocketAddr, &str, &str)>,
+    ) -> Baresip {
         let dir = tempfile::Builder::new()
             .prefix("baresip-")
             .tempdir()
@@ -132,12 +154,15 @@ impl Baresip {
         }
         config.push_str("module_tmp account.so\nmodule_app menu.so\n");
         std::fs::write(dir.path().join("config"), config).unwrap();
+        let account = match registrar {
+            None => format!("<sip:{}@127.0.0.1:{port}>;regint=0", Self::USER),
+            Some((at, ext, password)) => {
+                format!("<sip:{ext}@{at};transport=udp>;auth_pass={password};regint=60")
+            }
+        };
         std::fs::write(
             dir.path().join("accounts"),
-            format!(
-                "<sip:{}@127.0.0.1:{port}>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n",
-                Self::USER
-            ),
+            format!("{account};answermode=auto;audio_codecs=PCMU,PCMA\n"),
         )
         .unwrap();
         std::fs::write(dir.path().join("contacts"), "").unwrap();
@@ -175,6 +200,23 @@ impl Baresip {
             assert!(
                 tokio::time::Instant::now() < deadline && !self.log().contains("init failed"),
                 "baresip did not start; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the registrar accepted baresip's REGISTER (bounded).
+    async fn registered(&self) {
+        let deadline = tokio::time::Instant::now() + 10 * SEC;
+        let me = format!("127.0.0.1:{}", self.port);
+        while !sip_trace(&self.log())
+            .iter()
+            .any(|m| m.to == me && m.cseq == "REGISTER" && m.first.starts_with("SIP/2.0 200"))
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "baresip did not register; its log:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -505,4 +547,140 @@ async fn baresip_hangup_ends_the_call() {
         "baresip sent BYE and the bridge answered 200 OK; its log:\n{log}"
     );
     bridge.stop().await;
+}
+
+/// `session.transfer_extension` to an extension that baresip registered with
+/// the bridge's registrar: a SIP caller reaches a DID's bot, the bot hands it
+/// to extension 101, baresip answers; the caller hears baresip's speech and
+/// baresip records the caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_transfers_a_sip_caller_to_a_registered_baresip() {
+    let Some(modules) = baresip_available() else {
+        return;
+    };
+    const DID: &str = "+15550004000";
+    let dir = tempfile::tempdir().unwrap();
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 10 * SEC).await;
+        c.send(r#"{"type":"session.transfer_extension","extension":"101"}"#)
+            .await;
+        c.drain(20 * SEC).await;
+        c
+    })
+    .await;
+    let toml = format!(
+        "[calls]\nring_timeout_secs = 10\n\n\
+         [[dids]]\nnumber = \"{DID}\"\nbot_url = \"{}\"\n\n\
+         [[sip.extensions]]\nnumber = \"101\"\npassword = \"s3cret\"\n",
+        bot.url()
+    );
+    let bridge = common::sipp::start_sip_bridge(dir.path(), &toml).await;
+    let mut agent = Baresip::start_registered(
+        &modules,
+        Duration::from_secs(60),
+        bridge.sip_addr.unwrap(),
+        "101",
+        "s3cret",
+    );
+    agent.ready().await;
+    agent.registered().await;
+
+    // The caller says speech.wav backwards (so each direction is told from
+    // the other) for 8 s, on a 20 ms clock, and hangs up.
+    let speech = speech().samples;
+    let mut said: Vec<i16> = speech.iter().rev().copied().collect();
+    said.resize(8 * 8000, 0);
+    let mut phone = SipPhone::call(bridge.sip_addr.unwrap(), DID, "+15557650009").await;
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    let ts0: u32 = rand::random();
+    for (n, frame) in said.chunks_exact(160).enumerate() {
+        let mut payload = [0u8; 160];
+        codecs::g711::ulaw_encode_slice(frame, &mut payload);
+        clock.tick().await;
+        phone
+            .send_rtp(n == 0, 0, ts0.wrapping_add(160 * n as u32), &payload)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phone.hang_up().await;
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(
+        matches!(
+            conns[0].events.last(),
+            Some(BotEvent::Stop {
+                reason: StopReason::Transferred,
+                ..
+            })
+        ),
+        "{:?}\nbaresip's log:\n{}",
+        conns[0].events.last(),
+        agent.log()
+    );
+    let rec = &wait_final(bridge.addr, 1, 10 * SEC).await;
+    assert_eq!(rec["end_reason"], "callended", "{rec}");
+    assert_eq!(rec["attended_by"], "agent", "{rec}");
+    assert_eq!(rec["agent_no"], "101");
+    assert_eq!(rec["legs"][0]["kind"], "extension");
+    assert_eq!(rec["legs"][0]["outcome"], "answered");
+
+    let deadline = tokio::time::Instant::now() + 10 * SEC;
+    while !agent.log().contains("terminated (duration") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "baresip did not close the call; its log:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let trace = agent.quit().await;
+    assert!(
+        bye_completed(&trace, agent.port, false),
+        "the bridge sent BYE when the caller hung up; baresip's log:\n{trace}"
+    );
+
+    // The caller heard baresip's speech, and baresip heard the caller's.
+    let heard: Vec<i16> = phone
+        .received()
+        .iter()
+        .flat_map(|r| r.payload.iter().map(|&c| codecs::g711::ulaw_decode(c)))
+        .collect();
+    let pieces = pieces_found(&heard, &speech);
+    println!("baresip's speech at the caller (offset, lag, correlation): {pieces:?}");
+    assert!(
+        pieces.len() >= 4 && pieces.iter().filter(|p| p.2 > 0.5).count() * 4 >= pieces.len() * 3,
+        "baresip's speech reached the caller: {pieces:?}"
+    );
+    let recorded = agent.recording("dec").samples;
+    let pieces = pieces_found(&recorded, &said);
+    println!("the caller's speech at baresip (offset, lag, correlation): {pieces:?}");
+    assert!(
+        pieces.len() >= 4 && pieces.iter().filter(|p| p.2 > 0.5).count() * 4 >= pieces.len() * 3,
+        "the caller's speech reached baresip: {pieces:?}"
+    );
+    bridge.stop().await;
+}
+
+/// Where `speech`'s loud half-second pieces are in `heard`: the first one
+/// anywhere, the next ones within 1 s of where it put them. Each is (offset
+/// in `speech`, lag, correlation).
+fn pieces_found(heard: &[i16], speech: &[i16]) -> Vec<(usize, usize, f64)> {
+    let loud: Vec<usize> = (0..speech.len().saturating_sub(4000))
+        .step_by(4000)
+        .filter(|&s| codecs::pcm::rms(&speech[s..s + 4000]) >= 500.0)
+        .collect();
+    let Some(&first) = loud.first() else {
+        return Vec::new();
+    };
+    let (at, corr) = find_delay(heard, &speech[first..first + 4000], heard.len());
+    let mut out = vec![(first, at, corr)];
+    for &start in &loud[1..] {
+        let from = (at + start - first).saturating_sub(4000);
+        if heard.len() < from + 12000 {
+            break;
+        }
+        let (lag, corr) = find_delay(&heard[from..], &speech[start..start + 4000], 8000);
+        out.push((start, from + lag, corr));
+    }
+    out
 }
