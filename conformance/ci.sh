@@ -61,13 +61,23 @@ ring_timeout_secs = 5
 prefix = "+99980"
 ring_ms = 300
 hangup_after_ms = 1500
+
+# A flow that ends the call by itself (it rings that phone), for flow-transfer.
+[[flows]]
+id = "conformance_flow"
+name = "Conformance"
+entry_node = "agent"
+[[flows.nodes]]
+id = "agent"
+type = "external_dial"
+config = { phone_number = "+999800", timeout = 10 }
 EOF
 "$BIN/bridge" serve --no-sip --http "127.0.0.1:$http_port" --data-dir "$work/data" \
   --api-token "$token" --config "$work/bridge.toml" >"$OUT/bridge.log" 2>&1 &
 pids+=($!)
 wait_port "$http_port"
 suite bridge --api "http://127.0.0.1:$http_port" --token "$token" \
-  --hangup-number +999800 --jobs 4 \
+  --hangup-number +999800 --flow-id conformance_flow --jobs 4 \
   --junit "$OUT/bridge.xml" --json "$OUT/bridge.json"
 
 echo "== conformance bot (against the Rust echo bot)"

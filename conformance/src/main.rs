@@ -119,6 +119,10 @@ struct BridgeArgs {
     /// (a `carrier.phones` entry with `hangup_after_ms`); enables stop-callended.
     #[arg(long, value_name = "NUMBER")]
     hangup_number: Option<String>,
+    /// A flow the bridge has (`session.flow_transfer`) that ends the call by
+    /// itself, e.g. an `external_dial` to the hangup number; enables flow-transfer.
+    #[arg(long, value_name = "ID")]
+    flow_id: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
                 bot_listen: args.bot_listen,
                 bot_url: args.bot_url.clone(),
                 hangup_number: args.hangup_number.clone(),
+                flow_id: args.flow_id.clone(),
                 jobs: args.common.jobs,
             };
             let available = bridgesuite::available_options(&opts);

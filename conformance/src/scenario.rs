@@ -231,6 +231,22 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         "bridge/flow-transfer-unknown.toml",
         include_str!("../scenarios/bridge/flow-transfer-unknown.toml"),
     ),
+    (
+        "bridge/flow-transfer.toml",
+        include_str!("../scenarios/bridge/flow-transfer.toml"),
+    ),
+    (
+        "bridge/transfer-warm-complete.toml",
+        include_str!("../scenarios/bridge/transfer-warm-complete.toml"),
+    ),
+    (
+        "bridge/transfer-warm-cancel.toml",
+        include_str!("../scenarios/bridge/transfer-warm-cancel.toml"),
+    ),
+    (
+        "bridge/transfer-warm-target-hangs-up.toml",
+        include_str!("../scenarios/bridge/transfer-warm-target-hangs-up.toml"),
+    ),
 ];
 
 /// Every built-in scenario, in file order.
@@ -458,8 +474,16 @@ mod tests {
             run,
             left_out: left,
         } = select(&all, SuiteKind::Bridge, &[], &["hangup-number"]).unwrap();
-        assert!(left.is_empty());
+        assert_eq!(
+            left.iter()
+                .map(|(s, n)| (s.name.as_str(), n.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("flow-transfer", "flow-id")]
+        );
         assert!(run.iter().any(|s| s.name == "stop-callended"));
+        let Selection { left_out, .. } =
+            select(&all, SuiteKind::Bridge, &[], &["hangup-number", "flow-id"]).unwrap();
+        assert!(left_out.is_empty());
         let e = select(&all, SuiteKind::Bot, &["marks".into()], &[]).unwrap_err();
         assert!(e.contains("no bot scenario named \"marks\""), "{e}");
         let e = select(&all, SuiteKind::Bridge, &["stop-callended".into()], &[]).unwrap_err();

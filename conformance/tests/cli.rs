@@ -114,6 +114,8 @@ async fn bridge_against_our_bridge_passes() {
         TOKEN,
         "--hangup-number",
         HANGUP_NUMBER,
+        "--flow-id",
+        FLOW_ID,
         "--jobs",
         "6",
         "--junit",
@@ -129,11 +131,11 @@ async fn bridge_against_our_bridge_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("conformance: 25 passed, 0 failed, 0 skipped"),
+        text.contains("conformance: 29 passed, 0 failed, 0 skipped"),
         "{text}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"25\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("tests=\"29\" failures=\"0\""), "{xml}");
     bridge.stop().await;
 }
 

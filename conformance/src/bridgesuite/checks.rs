@@ -167,6 +167,17 @@ pub enum BridgeCheck {
     Transfer(TransferParams),
 }
 
+/// What a `transfer` scenario may expect.
+const TRANSFER_EXPECTATIONS: [&str; 7] = [
+    "transferred",
+    "transfer_ws",
+    "flow",
+    "failed",
+    "warm_complete",
+    "warm_cancel",
+    "warm_target_hangs_up",
+];
+
 /// `[params]` of the `transfer` check.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,10 +186,16 @@ pub struct TransferParams {
     number: String,
     /// The transfer message the bot sends once the call is up. `{hangup_number}`
     /// becomes `--hangup-number` (a phone that answers and hangs up by itself),
-    /// `{second_bot}` a second bot URL of the suite's.
+    /// `{second_bot}` a second bot URL of the suite's, `{flow_id}` `--flow-id`.
     send: String,
     /// `transferred` (stop `transferred`), `transfer_ws` (a second session
-    /// takes the call), or `failed` (`transfer_failed`; the bot keeps the call).
+    /// takes the call), `flow` (stop `flow_transfer`; the flow ends the
+    /// call), `failed` (`transfer_failed`; the bot keeps the call), or a warm
+    /// transfer's `transfer_answered` followed by `warm_complete` (the bot
+    /// sends `session.transfer_complete`: stop `transferred`), `warm_cancel`
+    /// (`session.transfer_cancel`: the bot keeps the caller) or
+    /// `warm_target_hangs_up` (the target hangs up while briefed:
+    /// `transfer_failed` `target_hung_up`, the bot keeps the caller).
     expect: String,
     /// Sent right after `send`, and the `error` code it must get.
     #[serde(default)]
@@ -243,11 +260,9 @@ pub fn plan(s: &Scenario) -> Result<BridgeCheck, String> {
                 }
             }
         }
-        BridgeCheck::Transfer(p)
-            if !matches!(p.expect.as_str(), "transferred" | "transfer_ws" | "failed") =>
-        {
+        BridgeCheck::Transfer(p) if !TRANSFER_EXPECTATIONS.contains(&p.expect.as_str()) => {
             return Err(format!(
-                "scenario {}: expect {:?} is not transferred, transfer_ws or failed",
+                "scenario {}: expect {:?} is not one of {TRANSFER_EXPECTATIONS:?}",
                 s.name, p.expect
             ))
         }
@@ -1104,9 +1119,16 @@ async fn transfer(ctx: &mut Ctx, p: &TransferParams) -> Result<(), String> {
             .note("skipped: this scenario needs --hangup-number (a phone that answers and hangs up by itself)");
         return Ok(());
     }
+    let flow_id = ctx.flow_id();
+    if p.send.contains("{flow_id}") && flow_id.is_none() {
+        ctx.f
+            .note("skipped: this scenario needs --flow-id (a flow that ends the call by itself)");
+        return Ok(());
+    }
     let send = p
         .send
         .replace("{hangup_number}", hangup_number.as_deref().unwrap_or(""))
+        .replace("{flow_id}", flow_id.as_deref().unwrap_or(""))
         .replace("{second_bot}", &second_url);
     ctx.dial(&p.number, false, json!({})).await?;
     ctx.accept(15 * SEC).await?;
@@ -1140,6 +1162,70 @@ async fn transfer(ctx: &mut Ctx, p: &TransferParams) -> Result<(), String> {
                     log["call_state"]
                 )
             });
+        }
+        "flow" => {
+            expect_stop(c, StopReason::FlowTransfer, 15 * SEC).await?;
+            c.drain(5 * SEC).await;
+            let log = ctx.final_log(Duration::from_secs(60)).await?;
+            ctx.f.expect(log["call_state"] == "completed", || {
+                format!(
+                    "call log: call_state {} after the flow ended the call; expected \"completed\"",
+                    log["call_state"]
+                )
+            });
+            ctx.f.expect(log["attended_by"] != "bot", || {
+                "call log: attended_by \"bot\" after the bot handed the call to a flow".into()
+            });
+        }
+        "warm_complete" | "warm_cancel" | "warm_target_hangs_up" => {
+            match c.until("transfer_answered", 30 * SEC).await? {
+                BotEvent::TransferAnswered { kind, .. } => {
+                    f.expect(kind == "session.transfer", || {
+                        format!(
+                            "transfer_answered has kind {kind:?}; expected \"session.transfer\""
+                        )
+                    })
+                }
+                _ => unreachable!("until returns the named event"),
+            }
+            // The bot and the target are connected: the bot hears the target
+            // (media goes on) while the caller waits.
+            match p.expect.as_str() {
+                "warm_complete" => {
+                    c.send(r#"{"type":"session.transfer_complete"}"#).await?;
+                    expect_stop(c, StopReason::Transferred, 10 * SEC).await?;
+                    c.drain(5 * SEC).await;
+                    let log = ctx.final_log(Duration::from_secs(30)).await?;
+                    ctx.f.expect(log["attended_by"] != "bot", || {
+                        "call log: attended_by \"bot\" after a completed warm transfer".into()
+                    });
+                }
+                "warm_cancel" => {
+                    c.send(r#"{"type":"session.transfer_cancel"}"#).await?;
+                    // Back with the caller: media goes on, its hangup ends the call.
+                    c.media(25).await?;
+                    hang_up(ctx, false).await?;
+                    let log = ctx.final_log(Duration::from_secs(30)).await?;
+                    ctx.f.expect(log["attended_by"] == "bot", || {
+                        format!(
+                            "call log: attended_by {} after a cancelled warm transfer; expected \"bot\"",
+                            log["attended_by"]
+                        )
+                    });
+                }
+                _ => {
+                    match c.until("transfer_failed", 30 * SEC).await? {
+                        BotEvent::TransferFailed { reason, .. } => {
+                            f.expect(reason == "target_hung_up", || {
+                                format!("transfer_failed has reason {reason:?}; expected \"target_hung_up\"")
+                            })
+                        }
+                        _ => unreachable!("until returns the named event"),
+                    }
+                    c.media(25).await?;
+                    hang_up(ctx, false).await?;
+                }
+            }
         }
         "transfer_ws" => {
             let next = tokio::time::timeout(15 * SEC, second.recv())

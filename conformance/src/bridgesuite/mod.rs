@@ -42,6 +42,8 @@ pub struct BridgeOptions {
     pub bot_url: Option<String>,
     /// A virtual number whose phone answers and then hangs up by itself.
     pub hangup_number: Option<String>,
+    /// A flow the bridge has that ends the call by itself.
+    pub flow_id: Option<String>,
     /// Scenarios to run at once.
     pub jobs: usize,
 }
@@ -57,6 +59,9 @@ pub fn available_options(opts: &BridgeOptions) -> Vec<&'static str> {
     if opts.hangup_number.is_some() {
         v.push("hangup-number");
     }
+    if opts.flow_id.is_some() {
+        v.push("flow-id");
+    }
     v
 }
 
@@ -66,6 +71,7 @@ pub(crate) struct Env {
     pub token: String,
     pub server: BotServer,
     pub hangup_number: Option<String>,
+    pub flow_id: Option<String>,
 }
 
 /// Runs `scenarios` (bridge scenarios from [`scenario::select`]) against a bridge.
@@ -131,6 +137,7 @@ pub async fn run(
         token: opts.token.clone(),
         server,
         hangup_number: opts.hangup_number.clone(),
+        flow_id: opts.flow_id.clone(),
     });
     let plans = Arc::new(plans);
     let results = scenario::run_all(scenarios, opts.jobs, progress, move |s| {
@@ -222,6 +229,11 @@ impl Ctx {
     /// The number the options give for a phone that hangs up.
     pub fn hangup_number(&self) -> Option<String> {
         self.env.hangup_number.clone()
+    }
+
+    /// The flow the options name, one that ends the call by itself.
+    pub fn flow_id(&self) -> Option<String> {
+        self.env.flow_id.clone()
     }
 
     fn endpoint(&self, path: &str) -> Result<url::Url, String> {

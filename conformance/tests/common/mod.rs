@@ -23,6 +23,8 @@ use conformance::scenario::{self, SuiteKind};
 pub const TOKEN: &str = "conformance-test-token";
 /// The test config's phone that answers, then hangs up after 1.5 s.
 pub const HANGUP_NUMBER: &str = "+999800";
+/// The flow [`start_bridge`] configures (an `external_dial` to [`HANGUP_NUMBER`]).
+pub const FLOW_ID: &str = "conformance_flow";
 
 /// Our bridge, in process, with a 2 s ring timeout and a phone that hangs up.
 pub async fn start_bridge(dir: &Path) -> bridge::server::Running {
@@ -36,6 +38,16 @@ max_duration_secs = 120
 prefix = "+99980"
 ring_ms = 300
 hangup_after_ms = 1500
+
+# A flow that ends the call by itself: it rings the phone above.
+[[flows]]
+id = "conformance_flow"
+name = "Conformance"
+entry_node = "agent"
+[[flows.nodes]]
+id = "agent"
+type = "external_dial"
+config = { phone_number = "+999800", timeout = 10 }
 "#,
     )
     .expect("test config");
@@ -83,6 +95,7 @@ pub async fn run_bridge_suite(api: SocketAddr, names: &[&str], hangup: bool) -> 
         bot_listen: "127.0.0.1:0".parse().unwrap(),
         bot_url: None,
         hangup_number: hangup.then(|| HANGUP_NUMBER.to_owned()),
+        flow_id: hangup.then(|| FLOW_ID.to_owned()),
         jobs: 6,
     };
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
