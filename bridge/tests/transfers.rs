@@ -943,3 +943,82 @@ async fn a_bot_that_drops_with_a_prompt_fallback_plays_it_then_hangs_up() {
     let pcm = recording(bridge.addr, &rec).await;
     assert_eq!(count(&pcm.channel(1), PROMPT_VALUE), 8000);
 }
+
+/// A flow's `bot` node hands the caller to a bot: the first node's bot cannot
+/// be reached, so its `next` takes the call to a second bot node, whose bot
+/// gets the same call (fresh stream), hears the caller, talks and hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_bot_node_hands_the_caller_to_a_bot_after_an_unreachable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        c.until("media", 5 * SEC).await;
+        c.send_audio(&[BOT_VALUE; 8000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let bridge = bridge_with_agent_and(
+        dir.path(),
+        &format!(
+            r#"
+[[flows]]
+id = "handoff"
+name = "Hand-off"
+entry_node = "gone"
+[[flows.nodes]]
+id = "gone"
+type = "bot"
+config = {{ wss_url = "ws://127.0.0.1:9/", next = "b" }}
+[[flows.nodes]]
+id = "b"
+type = "bot"
+config = {{ wss_url = "{}" }}
+"#,
+            b.url()
+        ),
+    )
+    .await;
+    let a = transferring_bot(r#"{"type":"session.flow_transfer","flow_id":"handoff"}"#).await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": a.url(), "text": "hello"}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+
+    let a_conn = a.finished(1, 10 * SEC).await;
+    let (a_sid, a_stream) = match &a_conn[0].events[1] {
+        BotEvent::Start {
+            start, stream_sid, ..
+        } => (start.call_sid.clone(), stream_sid.clone()),
+        e => panic!("{e:?}"),
+    };
+    assert!(matches!(
+        a_conn[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::FlowTransfer,
+            ..
+        })
+    ));
+    let b_conn = b.finished(1, 10 * SEC).await;
+    match &b_conn[0].events[1] {
+        BotEvent::Start {
+            start, stream_sid, ..
+        } => {
+            assert_eq!(start.call_sid, a_sid, "same call");
+            assert_ne!(*stream_sid, a_stream, "fresh stream");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(b_conn[0].count("media") > 0, "B heard the caller");
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(
+        count(&pcm.channel(1), BOT_VALUE),
+        8000,
+        "the caller heard B"
+    );
+}
