@@ -2,13 +2,18 @@
 //!
 //! - [`call`]: one call's decisions ([`call::state::Call`], sans-I/O) and the
 //!   thin driver that runs it on its 20 ms clock.
-//! - [`session`] and [`media`]: one call's bot protocol and playout queue, sans-I/O.
+//! - [`engine`]: places and takes calls, routes numbers and DIDs, and keeps
+//!   the live-call registry ([`engine::registry`]) through which a running
+//!   call takes commands.
+//! - [`botlink`]: the bot side: its protocol session ([`botlink::session`],
+//!   sans-I/O) and its WebSocket (connect, I/O task, liveness).
 //! - [`carrier`]: the phone side of a call (`PhoneLeg`), and the simulated carrier.
-//! - [`sip`]: the SIP user agent and its leg, with the sans-I/O media under it
-//!   ([`sdp`], [`rtp`], [`rtpstream`], [`jitter`], re-exported here).
-//! - [`botlink`]: the bot's WebSocket (connect, I/O task, liveness).
-//! - [`engine`]: routes numbers and DIDs, and starts each call.
-//! - [`store`]: SQLite persistence; [`wav`]: recordings.
+//! - [`sip`]: the SIP user agent and its leg, with its sans-I/O media
+//!   ([`sdp`], [`rtp`], [`rtpstream`], re-exported here).
+//! - [`media`]: the jitter buffer, the playout queue and the recorder ([`wav`]),
+//!   sans-I/O.
+//! - [`flow`]: IVR flows and their sans-I/O executor.
+//! - [`store`]: SQLite persistence.
 //! - [`api`]: the REST API; [`server`]: start-up and shutdown of the whole.
 
 pub mod api;
@@ -21,9 +26,8 @@ pub mod flow;
 pub mod media;
 pub mod metrics;
 pub mod server;
-pub mod session;
 pub mod sip;
 pub mod store;
-pub mod wav;
 
-pub use sip::{jitter, rtp, rtpstream, sdp};
+pub use media::{jitter, wav};
+pub use sip::{rtp, rtpstream, sdp};

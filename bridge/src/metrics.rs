@@ -60,8 +60,8 @@ impl Metrics {
     /// Adds what a session did since `before`.
     pub fn add_session(
         &self,
-        before: &crate::session::SessionStats,
-        now: &crate::session::SessionStats,
+        before: &crate::botlink::session::SessionStats,
+        now: &crate::botlink::session::SessionStats,
     ) {
         let add = |c: &AtomicU64, a: u64, b: u64| {
             if b > a {

@@ -1022,3 +1022,130 @@ config = {{ wss_url = "{}" }}
         "the caller heard B"
     );
 }
+
+/// The live-call registry: a running call is reached by its call sid from
+/// outside (as REST call control will): a transfer to an extension under
+/// the bot's rules (a second one while it rings is refused), then a hangup;
+/// an ended call is no longer live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_call_takes_commands_by_its_call_sid() {
+    use bridge::engine::{CallCommand, CommandError};
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent_and(
+        dir.path(),
+        "[[sip.extensions]]\nnumber = \"101\"\npassword = \"pw\"\nalso_ring = [\"+15557770002\"]\n",
+    )
+    .await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + 5 * SEC;
+    let sid = loop {
+        let rec = call_log(bridge.addr, logid).await;
+        if rec["call_state"] == "in-progress" {
+            break rec["call_sid"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rec}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let calls = bridge.engine.calls();
+    assert_eq!(calls.live(), vec![sid.clone()]);
+    assert_eq!(
+        calls.command("CAnot-a-call", CallCommand::Hangup).await,
+        Err(CommandError::NotLive)
+    );
+    calls
+        .command(&sid, CallCommand::TransferExtension("101".into()))
+        .await
+        .expect("the transfer starts");
+    match calls
+        .command(&sid, CallCommand::TransferExtension("101".into()))
+        .await
+    {
+        Err(CommandError::Refused { code, .. }) => {
+            assert_eq!(code, protocol::ErrorCode::TransferInProgress)
+        }
+        r => panic!("{r:?}"),
+    }
+    // The agent answers after 500 ms; the caller is with it, then the API
+    // hangs up before the agent would (3 s).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    calls.command(&sid, CallCommand::Hangup).await.unwrap();
+    let rec = wait_final(bridge.addr, logid, 10 * SEC).await;
+    assert_eq!(rec["end_reason"], "api_hangup", "{rec}");
+    assert_eq!(rec["call_state"], "completed");
+    assert_eq!(rec["attended_by"], "agent");
+    assert_eq!(rec["agent_no"], "+15557770002");
+    assert_eq!(
+        calls.command(&sid, CallCommand::Hangup).await,
+        Err(CommandError::NotLive)
+    );
+    assert!(calls.live().is_empty());
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::Transferred,
+            ..
+        })
+    ));
+    let pcm = recording(bridge.addr, &rec).await;
+    assert!(
+        count(&pcm.channel(1), AGENT_VALUE) >= 4000,
+        "the caller heard the agent"
+    );
+}
+
+/// A hangup through the registry ends a bot's call: the bot gets `stop`
+/// `callended` and the log says `api_hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_command_ends_a_bot_call() {
+    use bridge::engine::CallCommand;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("media", 5 * SEC).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let conns_wait = tokio::time::Instant::now() + 5 * SEC;
+    let sid = loop {
+        let rec = call_log(bridge.addr, logid).await;
+        if rec["call_state"] == "in-progress" {
+            break rec["call_sid"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < conns_wait, "{rec}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    bridge
+        .engine
+        .calls()
+        .command(&sid, CallCommand::Hangup)
+        .await
+        .unwrap();
+    let rec = wait_final(bridge.addr, logid, 10 * SEC).await;
+    assert_eq!(rec["end_reason"], "api_hangup", "{rec}");
+    assert_eq!(rec["attended_by"], "bot");
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        conns[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::CallEnded,
+            ..
+        })
+    ));
+}

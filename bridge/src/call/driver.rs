@@ -39,14 +39,28 @@ use tokio::time::MissedTickBehavior;
 use chrono::{DateTime, Utc};
 
 use super::state::{Attempt, Call, DialTarget, End, EpId, Output, Peer, TransferRequest, CALLER};
+use crate::botlink::session::{Action, CallSession, Played, SessionStats};
 use crate::botlink::{self, BotInput};
 use crate::carrier::{LegEvent, PhoneLeg};
+use crate::engine::registry::{CallCommand, CommandError, Request};
 use crate::engine::{BotTarget, Engine};
 use crate::flow::{FlowAction, FlowRun, FlowTarget};
 use crate::metrics::Metrics;
-use crate::session::{Action, CallSession, Played, SessionStats};
 use crate::store::LegRecord;
 use crate::wav::Recorder;
+
+/// Rings an extension: all its phones (and the numbers the config adds) at
+/// once, as `session.transfer_extension`.
+fn transfer_extension(call: &mut Call, engine: &Engine, extension: &str) {
+    call.on_bot_transfer(TransferRequest {
+        kind: "session.transfer_extension",
+        targets: engine.extension_targets(extension),
+        strategy: protocol::TransferStrategy::Simultaneous,
+        timeout_s: None,
+        caller_id: None,
+        warm: false,
+    });
+}
 
 /// Media frames a bot may fall behind before its media is skipped (5 s).
 const MAX_BOT_BACKLOG: usize = 250;
@@ -181,6 +195,7 @@ pub(crate) async fn run(
     // One wait for shutdown for the whole call: a new one per turn of the loop
     // would join and leave the channel's waiter list (a lock) three times a tick.
     let mut stopping = std::pin::pin!(shutdown.wait_for(|s| *s));
+    let mut inbox = engine.calls().enter(&d.call_sid);
     d.apply_outputs();
 
     while d.end.is_none() {
@@ -212,10 +227,13 @@ pub(crate) async fn run(
                 }
             }
             _ = clock.tick() => d.on_tick(),
+            Some(req) = inbox.recv() => d.on_command(req),
         }
         d.pump_bot();
         d.apply_outputs();
     }
+    engine.calls().leave(&d.call_sid);
+    drop(inbox);
     d.finish().await;
 }
 
@@ -662,17 +680,7 @@ impl Driver {
                     }
                 }
                 Action::Transfer(Command::TransferExtension { extension }) => {
-                    // An extension rings all its phones (and the numbers the
-                    // config adds) at once.
-                    let targets = self.engine.extension_targets(&extension);
-                    self.call.on_bot_transfer(TransferRequest {
-                        kind: "session.transfer_extension",
-                        targets,
-                        strategy: protocol::TransferStrategy::Simultaneous,
-                        timeout_s: None,
-                        caller_id: None,
-                        warm: false,
-                    });
+                    transfer_extension(&mut self.call, &self.engine, &extension);
                 }
                 Action::Transfer(Command::FlowTransfer { flow_id }) => {
                     let known = self.engine.has_flow(&flow_id);
@@ -688,6 +696,48 @@ impl Driver {
         }
         // What the call said back (a refusal) goes out with the outputs'
         // events, at the end of `apply_outputs`, in the same turn.
+    }
+
+    /// A command from outside the call (the registry): handed to the call
+    /// as if the bot had asked, and answered with the call's refusal if any.
+    fn on_command(&mut self, req: Request) {
+        let result = match req.command {
+            CallCommand::Hangup => {
+                self.call.on_api_hangup();
+                Ok(())
+            }
+            CallCommand::TransferExtension(extension) => self.as_the_bot(|d| {
+                transfer_extension(&mut d.call, &d.engine, &extension);
+            }),
+            CallCommand::Attach(url) => {
+                match botlink::check_url(&url, self.engine.config().bot.allow_insecure_ws) {
+                    Ok(_) => self.as_the_bot(|d| d.call.on_bot_transfer_ws(url)),
+                    Err(why) => Err(CommandError::Refused {
+                        code: ErrorCode::BadField,
+                        message: format!("`url` {url:?}: {why}"),
+                    }),
+                }
+            }
+        };
+        let _ = req.reply.send(result);
+    }
+
+    /// Runs `ask` (a bot's request) for a command, when a bot has the call's
+    /// session; the call's refusal, if any, becomes the command's answer.
+    fn as_the_bot(&mut self, ask: impl FnOnce(&mut Self)) -> Result<(), CommandError> {
+        if !self.call.bot_connected() {
+            return Err(CommandError::Refused {
+                code: ErrorCode::TransferRefused,
+                message: "no bot has this call now; a call without a bot cannot be \
+                          transferred from outside yet"
+                    .into(),
+            });
+        }
+        ask(self);
+        match self.call.take_refusal() {
+            Some((code, message)) => Err(CommandError::Refused { code, message }),
+            None => Ok(()),
+        }
     }
 
     /// Carries out what the call asks.

@@ -83,6 +83,8 @@ pub enum EndReason {
     /// The flow the caller was handed to ended the call (a null exit, or a
     /// menu nobody answered).
     FlowHangup,
+    /// The call was ended from outside it, through the live-call registry.
+    ApiHangup,
 }
 
 impl EndReason {
@@ -110,6 +112,7 @@ impl EndReason {
             EndReason::NoTarget => "no_target",
             EndReason::BridgeRestart => "bridge_restart",
             EndReason::FlowHangup => "flow_hangup",
+            EndReason::ApiHangup => "api_hangup",
         }
     }
 }
@@ -1235,6 +1238,41 @@ impl Call {
         self.end(End::new(state, EndReason::Shutdown, stop));
     }
 
+    /// The call is ended from outside (a command through the registry):
+    /// targets that ring are cancelled, a bot gets `stop` `callended`.
+    pub fn on_api_hangup(&mut self) {
+        if self.ended {
+            return;
+        }
+        let state = if self.answered_at.is_some() {
+            CallState::Completed
+        } else {
+            CallState::Canceled
+        };
+        let stop = self.bot_stop(StopReason::CallEnded);
+        self.end(End::new(state, EndReason::ApiHangup, stop));
+    }
+
+    /// True while a bot is connected and has the call's protocol session
+    /// (it may be briefing a target or waiting for a transfer's outcome).
+    pub fn bot_connected(&self) -> bool {
+        !self.ended && self.bot == BotState::Connected
+    }
+
+    /// Takes back the last refusal the call queued for the bot, so that it
+    /// goes to whoever made the request instead (a command from outside the
+    /// call asked for what the bot could have).
+    pub fn take_refusal(&mut self) -> Option<(ErrorCode, String)> {
+        let i = self
+            .out
+            .iter()
+            .rposition(|o| matches!(o, Output::RefuseBot { .. }))?;
+        match self.out.remove(i) {
+            Some(Output::RefuseBot { code, message }) => Some((code, message)),
+            _ => None,
+        }
+    }
+
     fn refuse(&mut self, code: ErrorCode, message: String) {
         self.out.push_back(Output::RefuseBot { code, message });
     }
@@ -2001,6 +2039,37 @@ mod tests {
         assert!(h.hung_up.contains(&CALLER));
         let outcomes: Vec<AttemptOutcome> = h.call.legs().iter().map(|a| a.outcome).collect();
         assert_eq!(outcomes, vec![AttemptOutcome::Cancelled; 2]);
+    }
+
+    #[test]
+    fn a_hangup_from_outside_while_targets_ring_cancels_them() {
+        let mut h = Harness::talking();
+        h.transfer(&["+99930001"], TransferStrategy::Simultaneous, None);
+        let d = h.dialled();
+        h.tick();
+        // A second request, made for someone outside the call, is refused
+        // to them and not to the bot.
+        h.call.on_bot_transfer(TransferRequest {
+            kind: "session.transfer",
+            targets: vec![DialTarget::Number("+99930002".into())],
+            strategy: TransferStrategy::Simultaneous,
+            timeout_s: None,
+            caller_id: None,
+            warm: false,
+        });
+        assert_eq!(
+            h.call.take_refusal().map(|r| r.0),
+            Some(ErrorCode::TransferInProgress)
+        );
+        assert!(h.call.take_refusal().is_none());
+        h.call.on_api_hangup();
+        h.tick();
+        let end = h.end().unwrap().clone();
+        assert_eq!(end.reason, EndReason::ApiHangup);
+        assert_eq!(end.stop, Some(StopReason::CallEnded));
+        assert!(h.hung_up.contains(&d[0].0) && h.hung_up.contains(&CALLER));
+        assert_eq!(h.call.legs()[0].outcome, AttemptOutcome::Cancelled);
+        assert!(!h.call.bot_connected());
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! and the socket's readiness what it receives, so a packet from the phone
 //! reaches the bot the moment it arrives.
 
-pub mod jitter;
 pub mod rtp;
 pub mod rtpstream;
 pub mod sdp;

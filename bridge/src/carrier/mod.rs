@@ -317,7 +317,7 @@ pub fn builtin_speech() -> Arc<[i16]> {
     static SPEECH: std::sync::OnceLock<Arc<[i16]>> = std::sync::OnceLock::new();
     SPEECH
         .get_or_init(|| {
-            crate::wav::parse(include_bytes!("../assets/speech.wav"))
+            crate::wav::parse(include_bytes!("../../assets/speech.wav"))
                 .map(|p| p.samples.into())
                 .unwrap_or_else(|_| Arc::from(Vec::new()))
         })

@@ -7,6 +7,10 @@
 //! call's [`Call`] state machine on a 20 ms clock until it ends, and stores
 //! the outcome.
 
+pub mod registry;
+
+pub use registry::{CallCommand, CommandError, Registry};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use protocol::{Direction, MediaFormat, StartInfo};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::botlink::session::SessionConfig;
 use crate::botlink::{self, Liveness};
 use crate::call::driver;
 use crate::call::state::TICKS_PER_SEC;
@@ -25,7 +30,6 @@ use crate::carrier::{PhoneLeg, Route, SimCarrier};
 use crate::config::{Config, Fallback};
 use crate::flow::{ClipLibrary, DialPlan, DialPlanNode, FlowEnv, FlowRun, NodeKind, SoundClipNode};
 use crate::metrics::Metrics;
-use crate::session::SessionConfig;
 use crate::sip::{InboundCall, InboundHandler, SipUa};
 use crate::store::{CallState, LegRecord, NewCall, Outcome, Store, StoreError};
 use tracing::Instrument;
@@ -80,6 +84,8 @@ pub struct Engine {
     http: reqwest::Client,
     live: AtomicUsize,
     idle: Notify,
+    /// The calls that are up, each with its command inbox.
+    calls: Registry,
     /// What a caller on hold hears (`[calls] hold_audio`), 8 kHz.
     hold: Option<Arc<[i16]>>,
     /// The flows calls can be handed to, and what they refer to.
@@ -144,6 +150,7 @@ impl Engine {
                 .build()?,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
+            calls: Registry::default(),
         }))
     }
 
@@ -188,6 +195,11 @@ impl Engine {
     /// Where recordings are written.
     pub fn recordings_dir(&self) -> &std::path::Path {
         &self.recordings
+    }
+
+    /// The live calls, to act on one by its call sid.
+    pub fn calls(&self) -> &Registry {
+        &self.calls
     }
 
     /// Calls waiting for their scheduled time, ringing, or up.

@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn the_builtin_speech_sample_parses() {
-        let pcm = parse(include_bytes!("../assets/speech.wav")).unwrap();
+        let pcm = parse(include_bytes!("../../assets/speech.wav")).unwrap();
         assert_eq!((pcm.sample_rate, pcm.channels), (8000, 1));
         assert!(pcm.samples.len() > 8000);
     }

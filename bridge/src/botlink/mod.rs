@@ -2,8 +2,10 @@
 //! [`Link`] through which the call's task moves frames between the socket and
 //! its session.
 //!
-//! The protocol itself lives in [`crate::session`]; this module only carries
+//! The protocol itself lives in [`crate::botlink::session`]; this module only carries
 //! bytes, answers for liveness (pings), and reports a lost bot.
+
+pub mod session;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -20,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::session::Outgoing;
+use crate::botlink::session::Outgoing;
 
 /// An open bot socket.
 pub type BotSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
