@@ -227,7 +227,7 @@ pub(crate) async fn run(
                 }
             }
             _ = clock.tick() => d.on_tick(),
-            Some(req) = inbox.recv() => d.on_command(req),
+            req = std::future::poll_fn(|cx| inbox.poll_recv(cx)) => d.on_command(req),
         }
         d.pump_bot();
         d.apply_outputs();

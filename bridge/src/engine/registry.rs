@@ -7,11 +7,14 @@
 //! [`Call`](super::Call) like any other input, under the same rules as the
 //! bot's own messages, and answers whether it was taken.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use protocol::ErrorCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Commands a live call's inbox holds at most; more are refused as busy.
 const INBOX: usize = 8;
@@ -56,21 +59,85 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Result<(), CommandError>>,
 }
 
+/// One live call's inbox, shared by the registry (which fills it) and the
+/// call's driver (which empties it). Small and allocation-free until a
+/// command comes: a call that never gets one pays a few atomics per wake.
+#[derive(Default)]
+struct Slot {
+    queue: Mutex<VecDeque<Request>>,
+    /// Commands queued, read without the lock on every wake of the call.
+    queued: AtomicUsize,
+    waker: AtomicWaker,
+    /// The call has ended: nothing more is taken.
+    closed: AtomicBool,
+}
+
+impl Slot {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Request>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A live call's side of its inbox.
-pub(crate) type Inbox = mpsc::Receiver<Request>;
+pub(crate) struct Inbox {
+    slot: Arc<Slot>,
+    /// The call's task is registered to be woken by the next command. A
+    /// task's waker stays good for the task's life, so it is registered once
+    /// and again only after a wake has used it up.
+    registered: bool,
+}
+
+impl Inbox {
+    /// Ready with the next command; pending (the call's task woken later)
+    /// when there is none.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Request> {
+        if self.slot.queued.load(Ordering::Acquire) == 0 {
+            if self.registered {
+                return Poll::Pending;
+            }
+            self.slot.waker.register(cx.waker());
+            self.registered = true;
+            // A command queued between the check and the registration.
+            if self.slot.queued.load(Ordering::Acquire) == 0 {
+                return Poll::Pending;
+            }
+        }
+        // The command's wake (if any) used the registration up.
+        self.registered = false;
+        let mut queue = self.slot.queue();
+        match queue.pop_front() {
+            Some(req) => {
+                self.slot.queued.store(queue.len(), Ordering::Release);
+                Poll::Ready(req)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Commands still queued are answered NotLive (their replies dropped).
+        self.slot.closed.store(true, Ordering::Release);
+        self.slot.queue().clear();
+    }
+}
 
 /// The live calls.
 #[derive(Default)]
 pub struct Registry {
-    calls: Mutex<HashMap<String, mpsc::Sender<Request>>>,
+    calls: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl Registry {
-    /// A call begins: from now on commands for `call_sid` reach `Inbox`.
+    /// A call begins: from now on commands for `call_sid` reach the [`Inbox`].
     pub(crate) fn enter(&self, call_sid: &str) -> Inbox {
-        let (tx, rx) = mpsc::channel(INBOX);
-        self.lock().insert(call_sid.to_owned(), tx);
-        rx
+        let slot = Arc::new(Slot::default());
+        self.lock().insert(call_sid.to_owned(), slot.clone());
+        Inbox {
+            slot,
+            registered: false,
+        }
     }
 
     /// The call has ended: commands for it are refused as [`CommandError::NotLive`].
@@ -86,22 +153,29 @@ impl Registry {
     /// Asks the live call `call_sid` to carry out `command`, and waits for its
     /// answer (the call answers within one turn of its loop).
     pub async fn command(&self, call_sid: &str, command: CallCommand) -> Result<(), CommandError> {
-        let tx = self
+        let slot = self
             .lock()
             .get(call_sid)
             .cloned()
             .ok_or(CommandError::NotLive)?;
         let (reply, answer) = oneshot::channel();
-        tx.try_send(Request { command, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => CommandError::Busy,
-                mpsc::error::TrySendError::Closed(_) => CommandError::NotLive,
-            })?;
+        {
+            let mut queue = slot.queue();
+            if slot.closed.load(Ordering::Acquire) {
+                return Err(CommandError::NotLive);
+            }
+            if queue.len() >= INBOX {
+                return Err(CommandError::Busy);
+            }
+            queue.push_back(Request { command, reply });
+            slot.queued.store(queue.len(), Ordering::Release);
+        }
+        slot.waker.wake();
         // A call that ends before it reads the command drops the reply.
         answer.await.unwrap_or(Err(CommandError::NotLive))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Request>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -109,6 +183,10 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn recv(inbox: &mut Inbox) -> Request {
+        std::future::poll_fn(|cx| inbox.poll_recv(cx)).await
+    }
 
     #[tokio::test]
     async fn commands_reach_a_live_call_and_not_an_ended_one() {
@@ -120,12 +198,12 @@ mod tests {
         let mut inbox = reg.enter("CA1");
         assert_eq!(reg.live(), vec!["CA1".to_owned()]);
         let call = tokio::spawn(async move {
-            let req = inbox.recv().await.unwrap();
+            let req = recv(&mut inbox).await;
             assert_eq!(req.command, CallCommand::TransferExtension("101".into()));
             let _ = req.reply.send(Ok(()));
             // The call ends with a command unread: its sender hears NotLive.
-            let req = inbox.recv().await.unwrap();
-            drop(req);
+            let _req = recv(&mut inbox).await;
+            drop(inbox);
         });
         assert_eq!(
             reg.command("CA1", CallCommand::TransferExtension("101".into()))
@@ -142,23 +220,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_inbox_is_busy() {
-        let reg = Registry::default();
-        let _inbox = reg.enter("CA2");
+    async fn a_full_inbox_is_busy_and_a_closed_one_not_live() {
+        let reg = std::sync::Arc::new(Registry::default());
+        let inbox = reg.enter("CA2");
         let mut waiting = Vec::new();
         for _ in 0..INBOX {
-            let tx = reg.lock().get("CA2").cloned().unwrap();
-            let (reply, answer) = oneshot::channel();
-            tx.try_send(Request {
-                command: CallCommand::Hangup,
-                reply,
-            })
-            .unwrap();
-            waiting.push(answer);
+            let reg = reg.clone();
+            waiting.push(tokio::spawn(async move {
+                reg.command("CA2", CallCommand::Hangup).await
+            }));
+        }
+        while inbox.slot.queued.load(Ordering::Acquire) < INBOX {
+            tokio::task::yield_now().await;
         }
         assert_eq!(
             reg.command("CA2", CallCommand::Hangup).await,
             Err(CommandError::Busy)
+        );
+        drop(inbox);
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Err(CommandError::NotLive));
+        }
+        assert_eq!(
+            reg.command("CA2", CallCommand::Hangup).await,
+            Err(CommandError::NotLive)
         );
     }
 }
