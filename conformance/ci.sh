@@ -62,6 +62,12 @@ prefix = "+99980"
 ring_ms = 300
 hangup_after_ms = 1500
 
+# An extension that rings that phone, for transfer-extension.
+[[sip.extensions]]
+number = "201"
+password = "conformance"
+also_ring = ["+999800"]
+
 # A flow that ends the call by itself (it rings that phone), for flow-transfer.
 [[flows]]
 id = "conformance_flow"
@@ -77,7 +83,7 @@ EOF
 pids+=($!)
 wait_port "$http_port"
 suite bridge --api "http://127.0.0.1:$http_port" --token "$token" \
-  --hangup-number +999800 --flow-id conformance_flow --jobs 4 \
+  --hangup-number +999800 --flow-id conformance_flow --extension 201 --jobs 4 \
   --junit "$OUT/bridge.xml" --json "$OUT/bridge.json"
 
 echo "== conformance bot (against the Rust echo bot)"

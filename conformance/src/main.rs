@@ -123,6 +123,10 @@ struct BridgeArgs {
     /// itself, e.g. an `external_dial` to the hangup number; enables flow-transfer.
     #[arg(long, value_name = "ID")]
     flow_id: Option<String>,
+    /// An extension of the bridge's whose phone answers and hangs up by itself
+    /// (e.g. `also_ring` the hangup number); enables transfer-extension.
+    #[arg(long, value_name = "EXTENSION")]
+    extension: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
                 bot_url: args.bot_url.clone(),
                 hangup_number: args.hangup_number.clone(),
                 flow_id: args.flow_id.clone(),
+                extension: args.extension.clone(),
                 jobs: args.common.jobs,
             };
             let available = bridgesuite::available_options(&opts);

@@ -236,6 +236,14 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
         include_str!("../scenarios/bridge/flow-transfer.toml"),
     ),
     (
+        "bridge/transfer-extension.toml",
+        include_str!("../scenarios/bridge/transfer-extension.toml"),
+    ),
+    (
+        "bridge/transfer-extension-unknown.toml",
+        include_str!("../scenarios/bridge/transfer-extension-unknown.toml"),
+    ),
+    (
         "bridge/transfer-warm-complete.toml",
         include_str!("../scenarios/bridge/transfer-warm-complete.toml"),
     ),
@@ -478,11 +486,19 @@ mod tests {
             left.iter()
                 .map(|(s, n)| (s.name.as_str(), n.as_str()))
                 .collect::<Vec<_>>(),
-            vec![("flow-transfer", "flow-id")]
+            vec![
+                ("flow-transfer", "flow-id"),
+                ("transfer-extension", "extension")
+            ]
         );
         assert!(run.iter().any(|s| s.name == "stop-callended"));
-        let Selection { left_out, .. } =
-            select(&all, SuiteKind::Bridge, &[], &["hangup-number", "flow-id"]).unwrap();
+        let Selection { left_out, .. } = select(
+            &all,
+            SuiteKind::Bridge,
+            &[],
+            &["hangup-number", "flow-id", "extension"],
+        )
+        .unwrap();
         assert!(left_out.is_empty());
         let e = select(&all, SuiteKind::Bot, &["marks".into()], &[]).unwrap_err();
         assert!(e.contains("no bot scenario named \"marks\""), "{e}");

@@ -12,7 +12,7 @@ async fn our_bridge_passes_every_scenario() {
     let bridge = start_bridge(dir.path()).await;
     let report = run_bridge_suite(bridge.addr, &[], true).await;
     assert!(report.all_passed(), "{}", report.summary());
-    assert_eq!(report.scenarios.len(), 29, "every bridge scenario ran");
+    assert_eq!(report.scenarios.len(), 31, "every bridge scenario ran");
     let cadence = result(&report, "media-cadence");
     assert!(
         cadence
@@ -87,6 +87,7 @@ async fn a_wrong_token_stops_the_suite_before_any_call() {
         bot_url: None,
         hangup_number: None,
         flow_id: None,
+        extension: None,
         jobs: 1,
     };
     let e = conformance::bridgesuite::run(

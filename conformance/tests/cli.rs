@@ -116,6 +116,8 @@ async fn bridge_against_our_bridge_passes() {
         HANGUP_NUMBER,
         "--flow-id",
         FLOW_ID,
+        "--extension",
+        EXTENSION,
         "--jobs",
         "6",
         "--junit",
@@ -131,11 +133,11 @@ async fn bridge_against_our_bridge_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("conformance: 29 passed, 0 failed, 0 skipped"),
+        text.contains("conformance: 31 passed, 0 failed, 0 skipped"),
         "{text}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"29\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("tests=\"31\" failures=\"0\""), "{xml}");
     bridge.stop().await;
 }
 

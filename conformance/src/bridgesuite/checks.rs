@@ -186,7 +186,8 @@ pub struct TransferParams {
     number: String,
     /// The transfer message the bot sends once the call is up. `{hangup_number}`
     /// becomes `--hangup-number` (a phone that answers and hangs up by itself),
-    /// `{second_bot}` a second bot URL of the suite's, `{flow_id}` `--flow-id`.
+    /// `{second_bot}` a second bot URL of the suite's, `{flow_id}` `--flow-id`,
+    /// `{extension}` `--extension`.
     send: String,
     /// `transferred` (stop `transferred`), `transfer_ws` (a second session
     /// takes the call), `flow` (stop `flow_transfer`; the flow ends the
@@ -1125,10 +1126,18 @@ async fn transfer(ctx: &mut Ctx, p: &TransferParams) -> Result<(), String> {
             .note("skipped: this scenario needs --flow-id (a flow that ends the call by itself)");
         return Ok(());
     }
+    let extension = ctx.extension();
+    if p.send.contains("{extension}") && extension.is_none() {
+        ctx.f.note(
+            "skipped: this scenario needs --extension (an extension whose phone answers and hangs up)",
+        );
+        return Ok(());
+    }
     let send = p
         .send
         .replace("{hangup_number}", hangup_number.as_deref().unwrap_or(""))
         .replace("{flow_id}", flow_id.as_deref().unwrap_or(""))
+        .replace("{extension}", extension.as_deref().unwrap_or(""))
         .replace("{second_bot}", &second_url);
     ctx.dial(&p.number, false, json!({})).await?;
     ctx.accept(15 * SEC).await?;

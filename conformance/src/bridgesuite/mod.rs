@@ -44,6 +44,8 @@ pub struct BridgeOptions {
     pub hangup_number: Option<String>,
     /// A flow the bridge has that ends the call by itself.
     pub flow_id: Option<String>,
+    /// An extension of the bridge's whose phone answers and hangs up by itself.
+    pub extension: Option<String>,
     /// Scenarios to run at once.
     pub jobs: usize,
 }
@@ -62,6 +64,9 @@ pub fn available_options(opts: &BridgeOptions) -> Vec<&'static str> {
     if opts.flow_id.is_some() {
         v.push("flow-id");
     }
+    if opts.extension.is_some() {
+        v.push("extension");
+    }
     v
 }
 
@@ -72,6 +77,7 @@ pub(crate) struct Env {
     pub server: BotServer,
     pub hangup_number: Option<String>,
     pub flow_id: Option<String>,
+    pub extension: Option<String>,
 }
 
 /// Runs `scenarios` (bridge scenarios from [`scenario::select`]) against a bridge.
@@ -138,6 +144,7 @@ pub async fn run(
         server,
         hangup_number: opts.hangup_number.clone(),
         flow_id: opts.flow_id.clone(),
+        extension: opts.extension.clone(),
     });
     let plans = Arc::new(plans);
     let results = scenario::run_all(scenarios, opts.jobs, progress, move |s| {
@@ -234,6 +241,11 @@ impl Ctx {
     /// The flow the options name, one that ends the call by itself.
     pub fn flow_id(&self) -> Option<String> {
         self.env.flow_id.clone()
+    }
+
+    /// The extension the options name, whose phone answers and hangs up.
+    pub fn extension(&self) -> Option<String> {
+        self.env.extension.clone()
     }
 
     fn endpoint(&self, path: &str) -> Result<url::Url, String> {

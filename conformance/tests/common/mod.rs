@@ -25,6 +25,8 @@ pub const TOKEN: &str = "conformance-test-token";
 pub const HANGUP_NUMBER: &str = "+999800";
 /// The flow [`start_bridge`] configures (an `external_dial` to [`HANGUP_NUMBER`]).
 pub const FLOW_ID: &str = "conformance_flow";
+/// The extension [`start_bridge`] configures (it rings [`HANGUP_NUMBER`]).
+pub const EXTENSION: &str = "201";
 
 /// Our bridge, in process, with a 2 s ring timeout and a phone that hangs up.
 pub async fn start_bridge(dir: &Path) -> bridge::server::Running {
@@ -38,6 +40,12 @@ max_duration_secs = 120
 prefix = "+99980"
 ring_ms = 300
 hangup_after_ms = 1500
+
+# An extension whose phone answers and hangs up: it rings the phone above.
+[[sip.extensions]]
+number = "201"
+password = "conformance"
+also_ring = ["+999800"]
 
 # A flow that ends the call by itself: it rings the phone above.
 [[flows]]
@@ -96,6 +104,7 @@ pub async fn run_bridge_suite(api: SocketAddr, names: &[&str], hangup: bool) -> 
         bot_url: None,
         hangup_number: hangup.then(|| HANGUP_NUMBER.to_owned()),
         flow_id: hangup.then(|| FLOW_ID.to_owned()),
+        extension: hangup.then(|| EXTENSION.to_owned()),
         jobs: 6,
     };
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
