@@ -5,6 +5,8 @@
 //! - [`engine`]: places and takes calls, routes numbers and DIDs, and keeps
 //!   the live-call registry ([`engine::registry`]) through which a running
 //!   call takes commands.
+//! - [`endpoint`]: what a call connects (phone legs, the bot, a flow, hold
+//!   audio) and its taps (the recorder), as the call's clock sees them.
 //! - [`botlink`]: the bot side: its protocol session ([`botlink::session`],
 //!   sans-I/O) and its WebSocket (connect, I/O task, liveness).
 //! - [`carrier`]: the phone side of a call (`PhoneLeg`), and the simulated carrier.
@@ -21,6 +23,7 @@ pub mod botlink;
 pub mod call;
 pub mod carrier;
 pub mod config;
+pub mod endpoint;
 pub mod engine;
 pub mod flow;
 pub mod media;

@@ -1,32 +1,30 @@
 //! The thin driver of one call: the only `select!`, and the copying of frames.
 //!
-//! The driver owns a call's endpoints (the caller's [`PhoneLeg`], the legs a
-//! transfer rings, and the bot: a [`CallSession`] with its socket) and its
-//! [`Call`]. It wakes for the shutdown signal, the bot's socket opening, the
-//! bot's messages, the caller's packets and a 20 ms clock; it hands what
-//! happened to the [`Call`] and carries out what the call asks. It decides
-//! nothing itself: who hears whom is [`Call::peer`].
+//! The driver owns a call's endpoints ([`crate::endpoint`]: the caller's
+//! [`PhoneLeg`], the legs a transfer rings, the bot, a flow) and taps (the
+//! recorder), and its [`Call`]. It wakes for the shutdown signal, the bot's
+//! socket opening, the bot's messages, the caller's packets, the call's
+//! command inbox and a 20 ms clock; it hands what happened to the [`Call`]
+//! and carries out what the call asks. It decides nothing itself: who hears
+//! whom is [`Call::peer`].
 //!
 //! Frames move in one of two ways, by who the caller's peer is:
 //! - **The bot** (no phone peer): the caller's frames go to the bot as they
 //!   arrive (eager), and the bot's audio goes to the caller on the clock, its
 //!   first frame after silence at once. This is the hot path every bot call
-//!   runs; it is the same as before transfers existed.
-//! - **A phone** (a transfer target that answered, the extension a DID rings):
-//!   both legs are paced on the clock, each hearing what the other said.
+//!   runs.
+//! - **Anyone else, on the clock** ([`step_pair`]): a phone (a transfer
+//!   target that answered, the extension a DID rings) or a flow (a bot's
+//!   `session.flow_transfer`, or a fallback) is stepped with the caller; the
+//!   caller hears it at once. A flow's keys come from the caller as events,
+//!   and its dials and bot hand-offs go to the [`Call`] as inputs.
 //! - **Nobody, while the bot briefs a warm transfer's target**: the caller
-//!   hears hold audio on the clock and is heard by no one (its frames are
-//!   recorded); the bot's audio goes to the target on the clock, and the
-//!   target's frames go to the bot.
-//!
-//! - **A flow** (a bot's `session.flow_transfer`, or a fallback): the caller
-//!   is on the clock and hears the flow's prompts; its keys go to the flow,
-//!   whose dials and bot hand-offs go to the [`Call`] as inputs.
+//!   hears [`Hold`] audio on the clock and is heard by no one but the taps;
+//!   the bot and the target are stepped as a pair.
 //!
 //! Legs that ring and are not the peer hear silence and are not heard, so the
 //! caller never hears early media from a target that has not won.
 
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +37,15 @@ use tokio::time::MissedTickBehavior;
 use chrono::{DateTime, Utc};
 
 use super::state::{Attempt, Call, DialTarget, End, EpId, Output, Peer, TransferRequest, CALLER};
-use crate::botlink::session::{Action, CallSession, Played, SessionStats};
+use crate::botlink::session::{Action, Played};
 use crate::botlink::{self, BotInput};
 use crate::carrier::{LegEvent, PhoneLeg};
+use crate::endpoint::bot::{BotEp, BotWake, ConnectResult};
+use crate::endpoint::flow::FlowEp;
+use crate::endpoint::{step_pair, tap, Endpoint, Hold, Tap};
 use crate::engine::registry::{CallCommand, CommandError, Request};
 use crate::engine::{BotTarget, Engine};
-use crate::flow::{FlowAction, FlowRun, FlowTarget};
+use crate::flow::{FlowAction, FlowTarget};
 use crate::metrics::Metrics;
 use crate::store::LegRecord;
 use crate::wav::Recorder;
@@ -60,70 +61,6 @@ fn transfer_extension(call: &mut Call, engine: &Engine, extension: &str) {
         caller_id: None,
         warm: false,
     });
-}
-
-/// Media frames a bot may fall behind before its media is skipped (5 s).
-const MAX_BOT_BACKLOG: usize = 250;
-
-type ConnectResult =
-    Result<Result<botlink::BotSocket, botlink::ConnectError>, tokio::task::JoinError>;
-type Connecting = tokio::task::JoinHandle<Result<botlink::BotSocket, botlink::ConnectError>>;
-
-/// The bot endpoint: its protocol session and its socket.
-struct BotEp {
-    target: BotTarget,
-    session: CallSession,
-    connecting: Option<Connecting>,
-    link: Option<botlink::Link>,
-    /// Session counters already added to the metrics.
-    counted: SessionStats,
-}
-
-/// What woke the call on the bot's side.
-enum BotWake {
-    /// The connection attempt ended.
-    Connect(Box<ConnectResult>),
-    /// The socket gave something.
-    Input(BotInput),
-}
-
-impl BotEp {
-    fn new(target: BotTarget, start: StartInfo, engine: &Engine, inband_dtmf: bool) -> BotEp {
-        BotEp {
-            session: CallSession::new(start, engine.session_config(inband_dtmf)),
-            target,
-            connecting: None,
-            link: None,
-            counted: SessionStats::default(),
-        }
-    }
-
-    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<BotWake> {
-        use std::task::Poll;
-        if let Some(pending) = self.connecting.as_mut() {
-            if let Poll::Ready(res) = std::pin::Pin::new(pending).poll(cx) {
-                self.connecting = None;
-                return Poll::Ready(BotWake::Connect(Box::new(res)));
-            }
-        }
-        match self.link.as_mut() {
-            Some(link) => link.poll_input(cx).map(BotWake::Input),
-            None => Poll::Pending,
-        }
-    }
-
-    /// Hands the session's events to the socket (dropped when there is none).
-    fn flush(&mut self) {
-        while let Some(ev) = self.session.poll_event() {
-            if let Some(link) = self.link.as_mut() {
-                link.send(ev);
-            }
-        }
-    }
-
-    fn backlog(&self) -> usize {
-        self.link.as_ref().map_or(0, |l| l.backlog())
-    }
 }
 
 /// A phone endpoint other than the caller: a leg a transfer rang.
@@ -174,7 +111,8 @@ pub(crate) async fn run(
         bot,
         next_bot: None,
         start,
-        recorder: None,
+        taps: Vec::new(),
+        bot_heard: SILENCE,
         dtmf_input: String::new(),
         closing: Vec::new(),
         end: None,
@@ -249,13 +187,17 @@ struct Driver {
     caller_heard: Frame,
     /// What the caller's phone peer hears this tick.
     peer_heard: Frame,
+    /// What a bot briefing a warm transfer's target hears this tick.
+    bot_heard: Frame,
     targets: Vec<Target>,
     bot: Option<Box<BotEp>>,
     /// The bot a `session.transfer_ws` is connecting.
     next_bot: Option<Box<BotEp>>,
     /// The call's `start`, from which a next bot's is made.
     start: StartInfo,
-    recorder: Option<Recorder>,
+    /// What hears the caller's conversation without taking part: the
+    /// recorder, once the call is answered.
+    taps: Vec<Box<dyn Tap>>,
     dtmf_input: String,
     /// Bots handed off, closing their sockets politely.
     closing: Vec<tokio::task::JoinHandle<()>>,
@@ -273,11 +215,6 @@ struct Driver {
     /// The caller's audio is taken on the clock (it was bridged to a phone
     /// or a flow, or left alone), not as it comes.
     caller_paced: bool,
-}
-
-/// The flow endpoint: the flow's run.
-struct FlowEp {
-    run: FlowRun,
 }
 
 impl Driver {
@@ -373,13 +310,13 @@ impl Driver {
             // its place in the stream.
             session.play_held(heard);
             self.caller.play_held(heard);
-            record(&mut self.recorder, |r| r.heard(heard));
+            tap(&mut self.taps, |t| t.heard(heard));
         } else if session.starts_talkspurt() && self.caller.ready_to_play_now() {
             // The first frame of what the bot starts to say goes out now, and
             // the clock restarts from it.
             session.play(heard, false);
             self.caller.play_now(heard);
-            record(&mut self.recorder, |r| r.heard(heard));
+            tap(&mut self.taps, |t| t.heard(heard));
             clock.reset();
         }
     }
@@ -402,11 +339,10 @@ impl Driver {
                 // Nobody to hear yet (a DID's extension rings) or any more
                 // (the bot was lost): the caller runs on the clock.
                 self.pace_caller();
-                self.caller.tick(&SILENCE);
                 let mut said: Frame = [0; FRAME_SAMPLES];
-                self.caller.next_said(&mut said, true);
+                self.caller.step(&SILENCE, &mut said);
                 if self.call.is_answered() {
-                    record(&mut self.recorder, |r| r.write(&said, &SILENCE));
+                    tap(&mut self.taps, |t| t.both(&said, &SILENCE));
                 }
                 self.caller_events();
             }
@@ -415,8 +351,8 @@ impl Driver {
         let peer = self.call.peer();
         for t in self.targets.iter_mut() {
             if Peer::Phone(t.ep) != peer && Peer::Briefing(t.ep) != peer {
-                t.leg.tick(&SILENCE);
-                drain_said(&mut *t.leg, true);
+                let mut said: Frame = [0; FRAME_SAMPLES];
+                t.leg.step(&SILENCE, &mut said);
             }
         }
         self.target_events();
@@ -428,35 +364,31 @@ impl Driver {
         let Some(i) = self.targets.iter().position(|t| t.ep == ep) else {
             return;
         };
-        let mut caller_said: Frame = [0; FRAME_SAMPLES];
-        let mut peer_said: Frame = [0; FRAME_SAMPLES];
-        self.caller.tick(&self.caller_heard);
-        let peer = &mut self.targets[i].leg;
-        peer.tick(&self.peer_heard);
-        self.caller.next_said(&mut caller_said, true);
-        peer.next_said(&mut peer_said, true);
-        self.caller_heard = peer_said;
-        self.peer_heard = caller_said;
+        let (said, heard) = step_pair(
+            &mut *self.caller,
+            &mut *self.targets[i].leg,
+            &mut self.peer_heard,
+        );
         if self.call.is_answered() {
-            record(&mut self.recorder, |r| r.write(&caller_said, &peer_said));
+            tap(&mut self.taps, |t| t.both(&said, &heard));
         }
         self.caller_events();
     }
 
-    /// A warm transfer's briefing: the caller holds, the bot and the target
-    /// hear each other, all on the clock.
+    /// A warm transfer's briefing: the caller holds (it hears the hold
+    /// audio, and what it says reaches only the taps); the bot and the
+    /// target hear each other on the clock.
     fn briefing_tick(&mut self, ep: EpId) {
-        hold_frame(
-            self.engine.hold_audio(),
-            &mut self.hold_at,
-            &mut self.caller_heard,
-        );
+        Hold::new(self.engine.hold_audio(), &mut self.hold_at)
+            .step(&SILENCE, &mut self.caller_heard);
         self.caller.tick(&self.caller_heard);
-        record(&mut self.recorder, |r| r.heard(&self.caller_heard));
+        tap(&mut self.taps, |t| t.heard(&self.caller_heard));
         self.caller_events();
+        // The caller stays eager: when the briefing is cancelled it goes
+        // back to the bot's hot path.
         let mut said: Frame = [0; FRAME_SAMPLES];
         while self.caller.next_said(&mut said, false) {
-            record(&mut self.recorder, |r| r.said(&said));
+            tap(&mut self.taps, |t| t.said(&said));
         }
         let Some(i) = self.targets.iter().position(|t| t.ep == ep) else {
             return;
@@ -464,25 +396,19 @@ impl Driver {
         let Some(bot) = self.bot.as_mut() else {
             return;
         };
-        let target = &mut self.targets[i].leg;
-        bot.session.play(&mut self.peer_heard, false);
-        target.tick(&self.peer_heard);
-        target.next_said(&mut said, true);
-        let backlogged = bot.backlog() > MAX_BOT_BACKLOG;
-        bot.session.hear(&said, backlogged);
+        // The target hears the bot at once; the bot hears the target a
+        // tick later.
+        step_pair(&mut *self.targets[i].leg, &mut **bot, &mut self.bot_heard);
     }
 
     /// The caller hears its flow, on the clock; what it says is recorded.
     fn flow_tick(&mut self) {
         self.pace_caller();
-        let mut heard = SILENCE;
-        if let Some(f) = self.flow.as_mut() {
-            f.run.tick(&mut heard);
-        }
-        self.caller.tick(&heard);
-        let mut said: Frame = [0; FRAME_SAMPLES];
-        self.caller.next_said(&mut said, true);
-        record(&mut self.recorder, |r| r.write(&said, &heard));
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        let (said, heard) = step_pair(&mut *self.caller, flow, &mut self.peer_heard);
+        tap(&mut self.taps, |t| t.both(&said, &heard));
         self.caller_events();
         self.pump_flow();
     }
@@ -543,13 +469,13 @@ impl Driver {
                     Played::Sound => self.caller.play_held(heard),
                     _ => self.caller.skip_held(),
                 }
-                record(&mut self.recorder, |r| r.heard(heard));
+                tap(&mut self.taps, |t| t.heard(heard));
             }
             if bot.session.play(heard, self.caller.ready_to_play_now()) == Played::Held {
                 self.caller.tick_held();
                 return;
             }
-            record(&mut self.recorder, |r| r.heard(heard));
+            tap(&mut self.taps, |t| t.heard(heard));
         }
         self.caller.tick(heard);
     }
@@ -563,14 +489,14 @@ impl Driver {
         let Some(bot) = self.bot.as_mut() else {
             return;
         };
-        let backlogged = bot.backlog() > MAX_BOT_BACKLOG;
+        let backlogged = bot.backlogged();
         let mut said: Frame = [0; FRAME_SAMPLES];
         if self.caller_paced {
             if tick {
                 self.caller.next_said(&mut said, true);
                 if answered {
                     bot.session.hear(&said, backlogged);
-                    record(&mut self.recorder, |r| r.said(&said));
+                    tap(&mut self.taps, |t| t.said(&said));
                 }
             }
             return;
@@ -578,7 +504,7 @@ impl Driver {
         while self.caller.next_said(&mut said, false) {
             if answered {
                 bot.session.hear(&said, backlogged);
-                record(&mut self.recorder, |r| r.said(&said));
+                tap(&mut self.taps, |t| t.said(&said));
             }
         }
     }
@@ -799,9 +725,10 @@ impl Driver {
                         .engine
                         .recordings_dir()
                         .join(format!("{}.wav", self.call_sid));
-                    self.recorder = Recorder::create(&path)
-                        .map_err(|e| tracing::error!("cannot record to {}: {e}", path.display()))
-                        .ok();
+                    match Recorder::create(&path) {
+                        Ok(rec) => self.taps.push(Box::new(rec)),
+                        Err(e) => tracing::error!("cannot record to {}: {e}", path.display()),
+                    }
                     if let Some(bot) = self.bot.as_mut() {
                         bot.session.on_answer();
                     }
@@ -847,6 +774,7 @@ impl Driver {
                     }
                     self.hold_at = 0;
                     self.peer_heard = SILENCE;
+                    self.bot_heard = SILENCE;
                 }
                 Output::TransferFailed {
                     kind,
@@ -870,6 +798,8 @@ impl Driver {
                     Some(run) => {
                         tracing::info!(flow = target.as_str(), "the caller goes to a flow");
                         self.flow = Some(FlowEp { run });
+                        self.caller_heard = SILENCE;
+                        self.peer_heard = SILENCE;
                         self.pump_flow();
                     }
                     None => {
@@ -915,7 +845,7 @@ impl Driver {
                 Played::Sound => self.caller.play_held(&self.caller_heard),
                 _ => self.caller.skip_held(),
             }
-            record(&mut self.recorder, |r| r.heard(&self.caller_heard));
+            tap(&mut self.taps, |t| t.heard(&self.caller_heard));
         }
     }
 
@@ -992,13 +922,13 @@ impl Driver {
             bot.flush();
             lingering = bot.link.take();
         }
-        let recording = self.recorder.take().and_then(|r| match r.finish() {
-            Ok(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
-            Err(e) => {
-                tracing::error!("cannot finish recording: {e}");
-                None
+        let mut recording = None;
+        for t in std::mem::take(&mut self.taps) {
+            match t.finish() {
+                Ok(kept) => recording = recording.or(kept),
+                Err(e) => tracing::error!("cannot finish recording: {e}"),
             }
-        });
+        }
         // The report of the phone the call is about: the caller, or for a
         // DID that rings an extension, the extension that answered.
         let report = match self.bridged {
@@ -1059,44 +989,6 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>) -> LegRecord {
         ended_at: at(a.ended_at),
         bridged: a.bridged,
         phone: None,
-    }
-}
-
-/// The next frame of hold audio (looped), or silence when there is none.
-fn hold_frame(hold: Option<&[i16]>, at: &mut usize, out: &mut Frame) {
-    match hold {
-        Some(clip) if !clip.is_empty() => {
-            for s in out.iter_mut() {
-                *at %= clip.len();
-                *s = clip[*at];
-                *at += 1;
-            }
-        }
-        _ => *out = SILENCE,
-    }
-}
-
-/// Takes (and drops) what a leg said, paced or as it comes.
-fn drain_said(leg: &mut dyn PhoneLeg, paced: bool) {
-    let mut said: Frame = [0; FRAME_SAMPLES];
-    if paced {
-        leg.next_said(&mut said, true);
-    } else {
-        while leg.next_said(&mut said, false) {}
-    }
-}
-
-/// Hands audio to a call's recorder, if it has one; a recorder that fails is
-/// dropped (the call goes on unrecorded).
-fn record(
-    recorder: &mut Option<Recorder>,
-    write: impl FnOnce(&mut Recorder) -> std::io::Result<()>,
-) {
-    if let Some(rec) = recorder.as_mut() {
-        if let Err(e) = write(rec) {
-            tracing::error!("recording stopped: {e}");
-            *recorder = None;
-        }
     }
 }
 
