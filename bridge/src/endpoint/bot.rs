@@ -47,6 +47,7 @@ impl BotEp {
         }
     }
 
+    #[inline]
     pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<BotWake> {
         use std::task::Poll;
         if let Some(pending) = self.connecting.as_mut() {
@@ -62,6 +63,7 @@ impl BotEp {
     }
 
     /// Hands the session's events to the socket (dropped when there is none).
+    #[inline]
     pub fn flush(&mut self) {
         while let Some(ev) = self.session.poll_event() {
             if let Some(link) = self.link.as_mut() {
@@ -70,10 +72,12 @@ impl BotEp {
         }
     }
 
+    #[inline]
     pub fn backlog(&self) -> usize {
         self.link.as_ref().map_or(0, |l| l.backlog())
     }
 
+    #[inline]
     /// The bot reads so far behind that its media is being skipped.
     pub fn backlogged(&self) -> bool {
         self.backlog() > MAX_BOT_BACKLOG

@@ -130,18 +130,23 @@ impl Tap for Recorder {
 }
 
 /// Hands audio to every tap; a tap that fails is dropped (the call goes on
-/// without it).
+/// without it). On the bot path this runs twice a frame, so it is a plain
+/// loop with nothing to do but the calls.
+#[inline]
 pub(crate) fn tap(
     taps: &mut Vec<Box<dyn Tap>>,
     mut give: impl FnMut(&mut dyn Tap) -> io::Result<()>,
 ) {
-    taps.retain_mut(|t| match give(&mut **t) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!("a tap stopped (the recording, if it was): {e}");
-            false
+    let mut i = 0;
+    while i < taps.len() {
+        match give(&mut *taps[i]) {
+            Ok(()) => i += 1,
+            Err(e) => {
+                tracing::error!("a tap stopped (the recording, if it was): {e}");
+                taps.remove(i);
+            }
         }
-    });
+    }
 }
 
 #[cfg(test)]
