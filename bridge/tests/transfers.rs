@@ -514,6 +514,43 @@ async fn a_bot_that_drops_hands_the_caller_to_the_fallback() {
     );
 }
 
+/// A fallback extension rings every phone it has, as a transfer to it does:
+/// here two numbers the config adds (one never answers, the agent does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_extension_rings_all_its_phones() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent_and(
+        dir.path(),
+        "fallback = \"extension:101\"\n\n[[sip.extensions]]\nnumber = \"101\"\n\
+         password = \"pw\"\nalso_ring = [\"+99930001\", \"+15557770003\"]\n",
+    )
+    .await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("media", 5 * SEC).await;
+        use tokio::io::AsyncWriteExt;
+        let _ = c.ws.get_mut().shutdown().await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 20 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_lost", "{rec}");
+    assert_eq!(rec["agent_no"], "+15557770003");
+    assert_eq!(
+        leg_outcomes(&rec),
+        vec![
+            ("+99930001".into(), "cancelled".into(), Value::Null),
+            ("+15557770003".into(), "answered".into(), Value::Null),
+        ]
+    );
+    let pcm = recording(bridge.addr, &rec).await;
+    assert!(count(&pcm.channel(1), AGENT_VALUE) >= 8000);
+}
+
 /// An extension rings the numbers the config adds to it (`also_ring`), here
 /// with no phone registered (and SIP off): the agent's mobile answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -818,6 +818,10 @@ impl Driver {
                         }
                     }
                 }
+                Output::ResolveExtension(ext) => {
+                    let targets = self.engine.extension_targets(&ext);
+                    self.call.on_extension_targets(targets);
+                }
                 Output::State(state) => self.engine.set_state(self.id, state),
                 Output::End(end) => self.end = Some(end),
             }

@@ -381,6 +381,10 @@ pub enum Output {
     /// [`Call::on_flow_missing`]; what the flow asks is given back with the
     /// `on_flow_*` inputs.
     StartFlow(DialTarget),
+    /// The fallback is an extension: which phones ring for it now (its
+    /// registered contacts and the numbers the config adds)? Answered with
+    /// [`Call::on_extension_targets`], at once.
+    ResolveExtension(String),
     /// How the flow's last dial or bot hand-off went: `true`, it took the
     /// caller (the flow is over); `false`, it did not (the flow goes on).
     FlowOutcome(bool),
@@ -546,6 +550,8 @@ pub struct Call {
     next_bot: Option<u32>,
     /// The bot was lost mid-call (the log says `bot_lost` however it ends).
     bot_lost: bool,
+    /// The fallback extension's phones were asked for ([`Output::ResolveExtension`]).
+    resolving_fallback: bool,
     /// The bot hung up: the tick, and the end, waiting for its keys to go out.
     hangup_pending: Option<(u32, End)>,
     ended: bool,
@@ -574,6 +580,7 @@ impl Call {
             peer_hangup: EndReason::AgentHangup,
             next_bot: None,
             bot_lost: false,
+            resolving_fallback: false,
             hangup_pending: None,
             ended: false,
             out: VecDeque::new(),
@@ -878,21 +885,42 @@ impl Call {
                 self.hops += 1;
                 self.start_flow(target);
             }
-            Some(target) if self.hops < MAX_HOPS => {
-                let caller_id = self.cfg.default_caller_id.clone();
-                let timeout_ticks = self.cfg.transfer_timeout_s.max(1) * TICKS_PER_SEC;
-                self.begin_transfer(Transfer {
-                    kind: "fallback",
-                    purpose: Purpose::Fallback,
-                    warm: false,
-                    strategy: TransferStrategy::Simultaneous,
-                    timeout_ticks,
-                    caller_id,
-                    attempts: vec![new_attempt(target)],
-                });
+            Some(DialTarget::Extension(ext)) if self.hops < MAX_HOPS => {
+                // Every phone of the extension rings, as for the bot's
+                // `session.transfer_extension`: the driver says which.
+                self.resolving_fallback = true;
+                self.out.push_back(Output::ResolveExtension(ext));
             }
+            Some(target) if self.hops < MAX_HOPS => self.ring_fallback(vec![target]),
             _ => self.end(End::new(CallState::Completed, EndReason::BotLost, None)),
         }
+    }
+
+    /// The phones of the fallback extension ([`Output::ResolveExtension`]):
+    /// they ring at once, the first to answer takes the caller.
+    pub fn on_extension_targets(&mut self, targets: Vec<DialTarget>) {
+        if !std::mem::take(&mut self.resolving_fallback) || self.ended {
+            return;
+        }
+        if targets.is_empty() {
+            self.end(End::new(CallState::Completed, EndReason::BotLost, None));
+        } else {
+            self.ring_fallback(targets);
+        }
+    }
+
+    fn ring_fallback(&mut self, targets: Vec<DialTarget>) {
+        let caller_id = self.cfg.default_caller_id.clone();
+        let timeout_ticks = self.cfg.transfer_timeout_s.max(1) * TICKS_PER_SEC;
+        self.begin_transfer(Transfer {
+            kind: "fallback",
+            purpose: Purpose::Fallback,
+            warm: false,
+            strategy: TransferStrategy::Simultaneous,
+            timeout_ticks,
+            caller_id,
+            attempts: targets.into_iter().map(new_attempt).collect(),
+        });
     }
 
     /// The bot hung up (its queued audio has played out). The call ends once
@@ -2327,6 +2355,38 @@ mod tests {
             (end.state, end.reason),
             (CallState::Completed, EndReason::BotLost)
         );
+    }
+
+    #[test]
+    fn a_fallback_extension_rings_every_phone_it_has() {
+        let mut h = Harness::talking();
+        h.call.cfg.fallback = Some(DialTarget::Extension("101".into()));
+        h.call.on_bot_lost();
+        let asked = std::iter::from_fn(|| h.call.poll_output()).find_map(|o| match o {
+            Output::ResolveExtension(e) => Some(e),
+            _ => None,
+        });
+        assert_eq!(asked.as_deref(), Some("101"));
+        // Two phones: one that never answers, one that does.
+        h.call.on_extension_targets(vec![
+            DialTarget::Number("+99930001".into()),
+            DialTarget::Number("+99910001".into()),
+        ]);
+        h.drain();
+        assert_eq!(h.dialled().len(), 2);
+        h.ticks(26);
+        let winner = h.dialled()[1].0;
+        assert_eq!(h.call.peer(), Peer::Phone(winner));
+        let outcomes: Vec<AttemptOutcome> = h.call.legs().iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            vec![AttemptOutcome::Cancelled, AttemptOutcome::Answered]
+        );
+        // An answer nobody asked for is ignored.
+        h.call
+            .on_extension_targets(vec![DialTarget::Number("+99910002".into())]);
+        h.drain();
+        assert_eq!(h.dialled().len(), 2);
     }
 
     #[test]
