@@ -1186,3 +1186,73 @@ async fn a_hangup_command_ends_a_bot_call() {
         })
     ));
 }
+
+/// `Attach` through the registry hands a bot's call to another bot, as
+/// `session.transfer_ws` does: the new bot gets the same call, the old one
+/// `stop` `transfer_ws`. A URL that is not a WebSocket URL is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_command_hands_the_call_to_another_bot() {
+    use bridge::engine::{CallCommand, CommandError};
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = bridge_with_agent(dir.path()).await;
+    let b = TestBot::spawn(|mut c| async move {
+        c.until("media", 5 * SEC).await;
+        c.send_audio(&[BOT_VALUE; 4000]).await;
+        c.send(r#"{"type":"session.hangup"}"#).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let a = TestBot::spawn(|mut c| async move {
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": a.url()}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + 5 * SEC;
+    let sid = loop {
+        let rec = call_log(bridge.addr, logid).await;
+        if rec["call_state"] == "in-progress" {
+            break rec["call_sid"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rec}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let calls = bridge.engine.calls();
+    match calls
+        .command(&sid, CallCommand::Attach("http://example.com/".into()))
+        .await
+    {
+        Err(CommandError::Refused { code, .. }) => assert_eq!(code, protocol::ErrorCode::BadField),
+        r => panic!("{r:?}"),
+    }
+    calls
+        .command(&sid, CallCommand::Attach(b.url()))
+        .await
+        .unwrap();
+    let rec = wait_final(bridge.addr, logid, 10 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
+    let a_conn = a.finished(1, 10 * SEC).await;
+    assert!(matches!(
+        a_conn[0].events.last(),
+        Some(BotEvent::Stop {
+            reason: StopReason::TransferWs,
+            ..
+        })
+    ));
+    let b_conn = b.finished(1, 10 * SEC).await;
+    match &b_conn[0].events[1] {
+        BotEvent::Start { start, .. } => assert_eq!(start.call_sid, sid),
+        e => panic!("{e:?}"),
+    }
+    let pcm = recording(bridge.addr, &rec).await;
+    assert_eq!(
+        count(&pcm.channel(1), BOT_VALUE),
+        4000,
+        "the caller heard B"
+    );
+}
