@@ -331,13 +331,25 @@ fn default_press_interval() -> u32 {
     300
 }
 
-/// How the bridge names itself in URLs it hands out.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How the bridge names itself in URLs it hands out, and how it stops.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Base of `recording_url` (e.g. `https://bridge.example.com`); default
     /// `http://` + the HTTP listen address.
     pub public_url: Option<String>,
+    /// On SIGTERM or Ctrl-C: how long live calls may go on (new ones are
+    /// refused) before they are ended with reason `shutdown`.
+    pub drain_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_url: None,
+            drain_secs: 5,
+        }
+    }
 }
 
 /// A config file that could not be used.

@@ -62,6 +62,25 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
+/// Waits for Ctrl-C or SIGTERM (what systemd, Docker and Kubernetes send;
+/// as PID 1 in a container nothing handles it unless we do).
+async fn wait_for_stop() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => tracing::info!("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -93,11 +112,13 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             tracing::info!("REST API on http://{}", running.addr);
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
-            tracing::info!("shutting down: ending live calls");
-            running.stop().await;
+            wait_for_stop().await?;
+            tracing::info!(
+                "shutting down: new calls refused; live calls may go on for {} s",
+                running.engine.config().server.drain_secs
+            );
+            running.drain_and_stop().await;
+            tracing::info!("stopped");
             Ok(())
         }
     }

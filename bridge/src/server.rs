@@ -42,6 +42,8 @@ pub struct Running {
     pub generated_token: Option<String>,
     stop: oneshot::Sender<()>,
     http: JoinHandle<()>,
+    /// The data directory's lock, held while the bridge runs.
+    _lock: std::fs::File,
 }
 
 const TOKEN_KEY: &str = "api_token_sha256";
@@ -52,6 +54,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+    let lock = lock_data_dir(&opts.data_dir)?;
     let store = Arc::new(
         Store::open(&opts.data_dir.join("bridge.db"))
             .with_context(|| format!("cannot open the database in {}", opts.data_dir.display()))?,
@@ -142,13 +145,53 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         generated_token,
         stop,
         http,
+        _lock: lock,
     })
 }
 
+/// Takes the data directory for this process: a second bridge on the same
+/// directory would end the first one's live calls as "restarted" and dial
+/// its scheduled calls twice. The lock goes with the process (even on
+/// `kill -9`).
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("bridge.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another bridge is running on the data directory {} (it holds {}); \
+             stop it, or give this one its own --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 impl Running {
-    /// Ends live calls (reason `shutdown`), then stops the HTTP server.
+    /// Ends live calls at once (reason `shutdown`), then stops the HTTP server.
     pub async fn stop(self) {
-        self.engine.shutdown(Duration::from_secs(10)).await;
+        self.stop_after(Duration::ZERO).await;
+    }
+
+    /// Stops the way SIGTERM asks: new calls are refused (API and SIP 503),
+    /// live calls may go on for `[server] drain_secs`, then the rest end
+    /// (reason `shutdown`), recordings and call logs are finished, and the
+    /// HTTP server stops.
+    pub async fn drain_and_stop(self) {
+        let drain = Duration::from_secs(self.engine.config().server.drain_secs);
+        self.stop_after(drain).await;
+    }
+
+    async fn stop_after(self, drain: Duration) {
+        self.engine.shutdown(drain, Duration::from_secs(10)).await;
         if let Some(ua) = self.engine.sip() {
             ua.shutdown();
         }

@@ -66,7 +66,7 @@ fn free_port() -> u16 {
     loop {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = s.local_addr().unwrap().port();
-        if p % 2 == 0 && p < 60000 {
+        if p.is_multiple_of(2) && p < 60000 {
             return p;
         }
     }

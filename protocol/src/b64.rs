@@ -39,7 +39,7 @@ pub fn encode_append(bytes: &[u8], out: &mut String) {
 /// assert!(protocol::b64::decode_append("aGk!", &mut out).is_err());
 /// ```
 pub fn decode_append(text: &str, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
-    let fast = if text.len() % 4 == 0 {
+    let fast = if text.len().is_multiple_of(4) {
         &base64_simd::STANDARD
     } else {
         &base64_simd::STANDARD_NO_PAD

@@ -235,7 +235,9 @@ pub fn parse_command_with_sample_bytes(
         // The commonest message, in the shape `command_json` writes: read
         // without the JSON parser. Anything wrong with it goes the long way,
         // which says what.
-        if crate::b64::decode_append(delta, audio).is_ok() && audio.len() % sample_bytes == 0 {
+        if crate::b64::decode_append(delta, audio).is_ok()
+            && audio.len().is_multiple_of(sample_bytes)
+        {
             return Ok(Command::AudioDelta);
         }
         audio.clear();
@@ -536,7 +538,7 @@ fn check_size(len: usize, max_bytes: usize) -> Result<(), CommandError> {
 /// The message is completed by the caller: "<what> is 3 bytes, ...".
 fn check_whole_samples(len: usize, sample_bytes: usize) -> Result<(), CommandError> {
     let sample_bytes = sample_bytes.max(1);
-    if len % sample_bytes != 0 {
+    if !len.is_multiple_of(sample_bytes) {
         return Err(CommandError::new(
             ErrorCode::OddByteCount,
             format!("is {len} bytes, not a whole number of {sample_bytes}-byte samples"),

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{Engine, OutboundCall};
+use crate::engine::{Engine, OutboundCall, PlaceError};
 use crate::store::CallRecord;
 
 /// What the handlers share.
@@ -291,7 +291,15 @@ async fn dial_by_aivoicebot(
             }))
             .into_response()
         }
-        Err(e) => internal(e),
+        Err(e @ PlaceError::Draining) => {
+            let retry = app.engine.config().server.drain_secs.max(1).to_string();
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            if let Ok(v) = header::HeaderValue::from_str(&retry) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Err(PlaceError::Store(e)) => internal(e),
     }
 }
 

@@ -256,7 +256,7 @@ impl CallSession {
             true,
         );
         self.stats.media_sent += 1;
-        if self.chunk % 250 == 0 {
+        if self.chunk.is_multiple_of(250) {
             self.playout.shrink();
         }
     }

@@ -12,7 +12,7 @@ pub mod registry;
 pub use registry::{CallCommand, CommandError, Registry};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,17 @@ pub struct BotTarget {
 }
 
 /// Makes an id such as `CA3f9c…`: a prefix and 32 hex digits.
+/// Why a call could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// The bridge is shutting down.
+    #[error("the bridge is shutting down and takes no new calls; try again shortly")]
+    Draining,
+    /// The call could not be stored.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 pub fn new_sid(prefix: &str) -> String {
     let bytes: [u8; 16] = rand::random();
     format!("{prefix}{}", hex::encode(bytes))
@@ -86,6 +97,8 @@ pub struct Engine {
     idle: Notify,
     /// The calls that are up, each with its command inbox.
     calls: Registry,
+    /// Shutting down: no new calls are taken.
+    draining: AtomicBool,
     /// What a caller on hold hears (`[calls] hold_audio`), 8 kHz.
     hold: Option<Arc<[i16]>>,
     /// The flows calls can be handed to, and what they refer to.
@@ -151,6 +164,7 @@ impl Engine {
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             calls: Registry::default(),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -207,9 +221,17 @@ impl Engine {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// True once the bridge is shutting down: new calls are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Records a new outbound call and starts it (now, or at its scheduled time).
     /// Returns the log id and call id.
-    pub fn place(self: &Arc<Self>, call: OutboundCall) -> Result<(i64, String), StoreError> {
+    pub fn place(self: &Arc<Self>, call: OutboundCall) -> Result<(i64, String), PlaceError> {
+        if self.is_draining() {
+            return Err(PlaceError::Draining);
+        }
         let call_sid = new_sid("CA");
         let request = serde_json::to_value(&call).unwrap_or_default();
         let id = self.store.insert_call(&NewCall {
@@ -268,8 +290,23 @@ impl Engine {
         });
     }
 
-    /// Ends every live call (reason `shutdown`) and waits for them, at most `limit`.
-    pub async fn shutdown(&self, limit: Duration) {
+    /// Stops taking calls (the API and SIP answer 503), lets the calls that
+    /// are up go on for at most `drain`, then ends the rest (reason
+    /// `shutdown`) and waits for them, at most `limit`.
+    pub async fn shutdown(&self, drain: Duration, limit: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let until = tokio::time::Instant::now() + drain;
+        let up = || self.metrics.calls_active.load(Ordering::Relaxed);
+        if up() > 0 && !drain.is_zero() {
+            tracing::info!(
+                calls = up(),
+                "draining: no new calls; live calls may go on for {} s",
+                drain.as_secs()
+            );
+        }
+        while up() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let idle = self.idle.notified();
         let _ = self.shutdown.send(true);
         if self.live_calls() > 0 {
@@ -801,6 +838,10 @@ pub struct Inbound(pub Arc<Engine>);
 impl InboundHandler for Inbound {
     fn knows_did(&self, did: &str) -> bool {
         self.0.did(did).is_some()
+    }
+
+    fn accepting(&self) -> bool {
+        !self.0.is_draining()
     }
 
     fn accept(&self, call: InboundCall) {

@@ -512,6 +512,10 @@ pub struct InboundCall {
 pub trait InboundHandler: Send + Sync + 'static {
     /// Whether `did` is one of ours (else the INVITE gets 404).
     fn knows_did(&self, did: &str) -> bool;
+    /// Whether new calls are taken now (else the INVITE gets 503).
+    fn accepting(&self) -> bool {
+        true
+    }
     /// Takes the call.
     fn accept(&self, call: InboundCall);
 }
@@ -865,6 +869,11 @@ impl SipUa {
             .call_id_header()
             .map(|c| c.value().to_string())
             .unwrap_or_default();
+        if !handler.accepting() {
+            tracing::warn!(%did, %from, "INVITE while shutting down: 503");
+            tx.reply(StatusCode::ServiceUnavailable).await?;
+            return Ok(());
+        }
         if !handler.knows_did(&did) {
             tracing::warn!(%did, %from, "INVITE for a number that is not one of our DIDs: 404");
             tx.reply(StatusCode::NotFound).await?;
