@@ -41,15 +41,14 @@ async fn raw_dial(addr: SocketAddr, body: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("bridge.toml");
-    std::fs::write(&cfg, "[server]\ndrain_secs = 2\n").unwrap();
+/// The bridge binary on `data` with config `cfg`, listening (bounded wait).
+async fn spawn_bridge(
+    data: &std::path::Path,
+    cfg: &std::path::Path,
+) -> (tokio::process::Child, SocketAddr) {
     let port = free_tcp_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
         .args([
             "serve",
             "--no-sip",
@@ -59,9 +58,9 @@ async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
             TOKEN,
         ])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -73,6 +72,31 @@ async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
         assert!(tokio::time::Instant::now() < deadline, "the bridge listens");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (child, addr)
+}
+
+/// Places a bot call to the speaking phone and waits until it is up.
+async fn live_call(addr: SocketAddr, bot: &TestBot) -> i64 {
+    let logid = dial(
+        addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + 5 * SEC;
+    while call_log(addr, logid).await["call_state"] != "in-progress" {
+        assert!(tokio::time::Instant::now() < deadline, "the call is up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    logid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("bridge.toml");
+    std::fs::write(&cfg, "[server]\ndrain_secs = 2\n").unwrap();
+    let (mut child, addr) = spawn_bridge(&data, &cfg).await;
 
     // A second bridge on the same data directory refuses to start.
     let second = bridge::server::start(bridge::server::Options {
@@ -91,16 +115,7 @@ async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
         c
     })
     .await;
-    let logid = dial(
-        addr,
-        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + 5 * SEC;
-    while call_log(addr, logid).await["call_state"] != "in-progress" {
-        assert!(tokio::time::Instant::now() < deadline, "the call is up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let logid = live_call(addr, &bot).await;
     tokio::time::sleep(SEC).await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -155,6 +170,54 @@ async fn sigterm_drains_then_ends_live_calls_and_exits_0() {
     assert!(
         (2.5..=6.0).contains(&secs),
         "the recording holds the call's {secs:.2} s (1 s + drain 2 s)"
+    );
+    bridge.stop().await;
+}
+
+/// `kill -9` mid-call, then a restart on the same data directory: the call is
+/// closed as `bridge_restart`, ended when it stopped (not at the restart),
+/// and its recording, whose header the killed bridge never finished, is
+/// repaired and downloadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_next_start_closes_the_call_and_repairs_its_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("bridge.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let (mut child, addr) = spawn_bridge(&data, &cfg).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.drain(20 * SEC).await;
+        c
+    })
+    .await;
+    let logid = live_call(addr, &bot).await;
+    tokio::time::sleep(3 * SEC).await;
+    child.kill().await.unwrap(); // SIGKILL
+    let killed_at = chrono::Utc::now();
+    tokio::time::sleep(3 * SEC).await;
+
+    let bridge = start_bridge(&data).await;
+    let rec = call_log(bridge.addr, logid).await;
+    assert_eq!(rec["call_state"], "completed", "{rec}");
+    assert_eq!(rec["end_reason"], "bridge_restart");
+    let ended = chrono::NaiveDateTime::parse_from_str(
+        rec["ended_at"].as_str().unwrap(),
+        "%Y-%m-%d %H:%M:%S",
+    )
+    .unwrap()
+    .and_utc();
+    let off = (ended - killed_at).num_milliseconds().abs();
+    assert!(
+        off <= 1500,
+        "ended_at {ended} is the kill ({killed_at}), not the restart: {rec}"
+    );
+    let duration = rec["call_duration"].as_i64().unwrap();
+    assert!((2..=4).contains(&duration), "duration {duration} s: {rec}");
+    let pcm = recording(bridge.addr, &rec).await;
+    let secs = pcm.samples.len() as f64 / 2.0 / 8000.0;
+    assert!(
+        (2.0..=3.5).contains(&secs),
+        "the recording holds the call's audio up to the kill: {secs:.2} s"
     );
     bridge.stop().await;
 }

@@ -247,9 +247,54 @@ impl Engine {
     }
 
     /// After a restart: schedules again the calls that were waiting for their time.
+    ///
+    /// First the calls the last run left live (it was killed, or the machine
+    /// lost power) are closed: reason `bridge_restart`, `completed` if they
+    /// were answered (else `failed`), ended when the last sign of them was
+    /// (their recording's last write, or their last stored state), and their
+    /// recordings repaired (the header's sizes set from the audio on disk)
+    /// and kept. One log line says what was recovered.
     pub fn resume_scheduled(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let interrupted = self.store.interrupted()?;
+        let mut repaired = 0;
+        for (c, last) in &interrupted {
+            let state = if c.state == CallState::InProgress {
+                CallState::Completed
+            } else {
+                CallState::Failed
+            };
+            let mut o = Outcome::new(state, EndReason::BridgeRestart.as_str());
+            let mut ended = *last;
+            let path = self.recordings.join(format!("{}.wav", c.call_sid));
+            if path.exists() {
+                // The last write, read before the repair writes again.
+                let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                match crate::wav::repair(&path) {
+                    Ok(bytes) => {
+                        if let Some(t) = written {
+                            ended = ended.max(DateTime::<Utc>::from(t));
+                        }
+                        o.recording = Some(format!("{}.wav", c.call_sid));
+                        repaired += 1;
+                        tracing::info!(call_sid = %c.call_sid, bytes, "recording repaired");
+                    }
+                    Err(e) => {
+                        tracing::warn!(call_sid = %c.call_sid, "recording {} not repaired: {e}", path.display())
+                    }
+                }
+            }
+            o.ended_at = Some(ended);
+            self.store.finish(c.id, &o)?;
+        }
         let waiting = self.store.recover()?;
         let n = waiting.len();
+        if !interrupted.is_empty() || n > 0 {
+            tracing::info!(
+                "recovered from the last run: {} live call(s) closed as bridge_restart, \
+                 {repaired} recording(s) repaired, {n} scheduled call(s) scheduled again",
+                interrupted.len()
+            );
+        }
         for rec in waiting {
             match serde_json::from_value::<OutboundCall>(rec.request.clone()) {
                 Ok(call) => self.spawn(rec.id, rec.call_sid, call),

@@ -2,7 +2,7 @@
 //! and recordings (the parser is `codecs::wav`).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use std::collections::VecDeque;
@@ -130,6 +130,35 @@ impl Recorder {
     }
 }
 
+/// A recording left by a bridge that did not stop cleanly (`kill -9`, power
+/// loss): its header still says zero length though the audio is there.
+/// Sets the sizes from the file's length (whole stereo frames only, a torn
+/// last sample cut off) and returns how many bytes of audio it holds. Files
+/// that are not a recording of ours are left alone (an error).
+pub fn repair(path: &Path) -> io::Result<u64> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut head = [0u8; 44];
+    file.read_exact(&mut head)?;
+    let ours = header(0);
+    // Ours: RIFF/WAVE, PCM16 stereo 8 kHz; the two size fields may be anything.
+    if head[..4] != ours[..4] || head[8..40] != ours[8..40] {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a recording of the bridge's",
+        ));
+    }
+    let len = file.metadata()?.len();
+    let data = (len.saturating_sub(44) / 4 * 4).min(u64::from(u32::MAX - 44));
+    file.set_len(44 + data)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header(data as u32))?;
+    file.sync_all()?;
+    Ok(data)
+}
+
 fn header(data_len: u32) -> [u8; 44] {
     let mut h = [0u8; 44];
     let channels: u16 = 2;
@@ -154,6 +183,30 @@ fn header(data_len: u32) -> [u8; 44] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_cut_off_by_a_crash_is_repaired_from_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("CA1.wav");
+        // As a killed bridge leaves it: the provisional header, 3 frames of
+        // audio, and half a sample of a fourth.
+        let mut bytes = header(0).to_vec();
+        for i in 0..3 * 160 {
+            bytes.extend_from_slice(&(i as i16).to_le_bytes());
+            bytes.extend_from_slice(&(-(i as i16)).to_le_bytes());
+        }
+        bytes.push(7);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(repair(&path).unwrap(), 3 * 160 * 4);
+        let pcm = read(&path).unwrap();
+        assert_eq!((pcm.channels, pcm.samples.len()), (2, 3 * 160 * 2));
+        assert_eq!(pcm.samples[2 * 479], 479);
+        // Repairing again changes nothing; a file not ours is refused.
+        assert_eq!(repair(&path).unwrap(), 3 * 160 * 4);
+        let other = dir.path().join("other.wav");
+        std::fs::write(&other, [0u8; 100]).unwrap();
+        assert!(repair(&other).is_err());
+    }
 
     #[test]
     fn recorder_round_trips_both_channels() {

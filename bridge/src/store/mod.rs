@@ -208,6 +208,9 @@ pub struct Outcome {
     pub attended_by: String,
     /// See [`CallRecord::agent_no`].
     pub agent_no: String,
+    /// When the call ended, when that was not now (a call closed after a
+    /// crash ended when the last sign of it was).
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 impl Outcome {
@@ -223,6 +226,7 @@ impl Outcome {
             legs: Vec::new(),
             attended_by: String::new(),
             agent_no: String::new(),
+            ended_at: None,
         }
     }
 }
@@ -443,7 +447,7 @@ impl Store {
     /// Records how a call ended.
     pub fn finish(&self, id: i64, o: &Outcome) -> Result<(), StoreError> {
         let conn = self.conn();
-        let now = ts(Utc::now());
+        let now = ts(o.ended_at.unwrap_or_else(Utc::now));
         conn.execute(
             "UPDATE calls SET state = ?2, end_reason = ?3, sip_code = ?4, ended_at = ?5,
                  recording = ?6, dtmf_input = ?7, phone_report = ?8, legs = ?9,
@@ -641,26 +645,33 @@ impl Store {
             > 0)
     }
 
-    /// At start-up: calls that were live when the bridge stopped are failed with
-    /// reason `bridge_restart`; scheduled calls not yet dialled are returned so
-    /// they can be scheduled again.
-    pub fn recover(&self) -> Result<Vec<CallRecord>, StoreError> {
-        let live: Vec<i64> = {
-            let conn = self.conn();
-            let mut st = conn.prepare(
-                "SELECT id FROM calls WHERE state IN ('ringing', 'in-progress')
-                    OR (state = 'initiated' AND scheduled_at IS NULL)",
+    /// The calls that were live when the bridge last stopped without
+    /// finishing them (`kill -9`, power loss), each with the time of the last
+    /// thing stored about it.
+    pub fn interrupted(&self) -> Result<Vec<(CallRecord, DateTime<Utc>)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE state IN ('ringing', 'in-progress')
+                OR (state = 'initiated' AND scheduled_at IS NULL) ORDER BY id"
+        ))?;
+        let calls: Vec<CallRecord> = st.query_map([], row_to_call)?.collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            let last: Option<String> = conn.query_row(
+                "SELECT MAX(at) FROM call_events WHERE call_id = ?1",
+                [c.id],
+                |r| r.get(0),
             )?;
-            let ids = st.query_map([], |r| r.get(0))?;
-            ids.collect::<Result<_, _>>()?
-        };
-        for id in live {
-            let state = match self.call(id)? {
-                Some(c) if c.state == CallState::InProgress => CallState::Completed,
-                _ => CallState::Failed,
-            };
-            self.finish(id, &Outcome::new(state, "bridge_restart"))?;
+            let last = parse_ts(last).or(c.answered_at).unwrap_or(c.created_at);
+            out.push((c, last));
         }
+        Ok(out)
+    }
+
+    /// The calls waiting for their scheduled time, to schedule again after a
+    /// restart. Calls left live by an unclean stop are closed first
+    /// ([`Store::interrupted`], then [`Store::finish`]).
+    pub fn recover(&self) -> Result<Vec<CallRecord>, StoreError> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
             "SELECT {CALL_COLUMNS} FROM calls WHERE state = 'initiated' AND scheduled_at IS NOT NULL ORDER BY id"
@@ -733,7 +744,7 @@ mod tests {
     }
 
     #[test]
-    fn recover_fails_live_calls_and_returns_scheduled_ones() {
+    fn interrupted_calls_and_scheduled_ones_are_found_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("b.db")).unwrap();
         let live = s.insert_call(&new_call("CA1", "+1")).unwrap();
@@ -741,12 +752,31 @@ mod tests {
         let mut sched = new_call("CA2", "+2");
         sched.scheduled_at = Some(Utc::now() + chrono::Duration::hours(1));
         let sched_id = s.insert_call(&sched).unwrap();
+        let cut = s.interrupted().unwrap();
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0].0.id, live);
+        assert!(cut[0].1 <= Utc::now() && cut[0].1 >= cut[0].0.created_at);
+        // Closed as it ended, not as now.
+        let ended = Utc::now() - chrono::Duration::minutes(5);
+        s.finish(
+            live,
+            &Outcome {
+                ended_at: Some(ended),
+                ..Outcome::new(CallState::Failed, "bridge_restart")
+            },
+        )
+        .unwrap();
         let again = s.recover().unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, sched_id);
+        assert!(s.interrupted().unwrap().is_empty());
         let c = s.call(live).unwrap().unwrap();
         assert_eq!(c.state, CallState::Failed);
         assert_eq!(c.end_reason.as_deref(), Some("bridge_restart"));
+        assert_eq!(
+            c.ended_at.unwrap().timestamp_millis(),
+            ended.timestamp_millis()
+        );
     }
 
     fn plan(id: &str, name: &str) -> DialPlan {
