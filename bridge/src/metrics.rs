@@ -20,6 +20,8 @@ pub struct Metrics {
     pub frames_from_bot: AtomicU64,
     /// Bot messages refused with an `error` event.
     pub bot_messages_refused: AtomicU64,
+    /// `error` events not sent: a bot refused faster than the error budget.
+    pub bot_errors_dropped: AtomicU64,
     /// Media events queued towards bots and not yet written (all calls).
     pub bot_backlog_frames: AtomicI64,
     /// Bot audio queued for playout, in samples (all calls).
@@ -78,6 +80,11 @@ impl Metrics {
             &self.frames_from_bot,
             before.frames_played,
             now.frames_played,
+        );
+        add(
+            &self.bot_errors_dropped,
+            before.errors_dropped,
+            now.errors_dropped,
         );
         add(&self.bot_messages_refused, before.refused, now.refused);
     }
@@ -141,6 +148,12 @@ impl Metrics {
             "counter",
             "Bot messages answered with an error event.",
             r(&self.bot_messages_refused).to_string(),
+        );
+        metric(
+            "bridge_bot_errors_dropped_total",
+            "counter",
+            "error events not sent to bots that were refused faster than 50 a second.",
+            r(&self.bot_errors_dropped).to_string(),
         );
         metric(
             "bridge_bot_backlog_frames",

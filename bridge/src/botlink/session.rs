@@ -91,11 +91,20 @@ pub struct SessionStats {
     pub media_sent: u64,
     /// Media frames not produced because the bot was not reading.
     pub media_skipped: u64,
-    /// Bot messages refused with an `error` event.
+    /// Bot messages refused (with an `error` event, or without one once the
+    /// error budget is spent).
     pub refused: u64,
+    /// Refusals whose `error` event was not sent: the bot was refused faster
+    /// than [`ERROR_BURST`] at once or one a tick after that.
+    pub errors_dropped: u64,
     /// 20 ms frames that carried bot audio to the phone.
     pub frames_played: u64,
 }
+
+/// `error` events a bot may be sent at once; the budget refills by one a
+/// tick (50 a second). A bot that floods bad messages (and may not read at
+/// all) so costs the bridge a bounded queue, and the rest are counted.
+pub const ERROR_BURST: u32 = 50;
 
 /// The sans-I/O heart of a call: bot protocol state plus the playout queue.
 pub struct CallSession {
@@ -123,6 +132,8 @@ pub struct CallSession {
     events: VecDeque<Outgoing>,
     actions: VecDeque<Action>,
     stats: SessionStats,
+    /// `error` events that may still be sent now ([`ERROR_BURST`]).
+    error_budget: u32,
 }
 
 impl CallSession {
@@ -149,6 +160,7 @@ impl CallSession {
             events: VecDeque::new(),
             actions: VecDeque::new(),
             stats: SessionStats::default(),
+            error_budget: ERROR_BURST,
         }
     }
 
@@ -270,6 +282,7 @@ impl CallSession {
     /// arrives ([`play_held`](Self::play_held)) or, if it has not by the next
     /// tick, the slot is given up ([`release_held`](Self::release_held)).
     pub fn play(&mut self, phone_hears: &mut Frame, may_hold: bool) -> Played {
+        self.error_budget = (self.error_budget + 1).min(ERROR_BURST);
         // A pending hangup goes once everything queued has been handed to the
         // phone (on an earlier tick), so the goodbye's last frame is heard too.
         if let Some((left, until)) = self.hangup_drain {
@@ -454,16 +467,24 @@ impl CallSession {
     }
 
     /// Refuses a bot message with an `error` event; the call goes on.
+    /// At most [`ERROR_BURST`] at once and one a tick after that are sent;
+    /// the rest are counted ([`SessionStats::errors_dropped`]) and logged at
+    /// debug, and the call goes on.
     pub fn refuse(&mut self, code: ErrorCode, message: String) {
         self.stats.refused += 1;
+        tracing::debug!(stream_sid = %self.start.stream_sid, code = code.as_str(), "refused: {message}");
         match self.bot {
-            BotState::Started => self.emit(
-                &Event::Error {
-                    code,
-                    message: &message,
-                },
-                false,
-            ),
+            BotState::Started if self.error_budget == 0 => self.stats.errors_dropped += 1,
+            BotState::Started => {
+                self.error_budget -= 1;
+                self.emit(
+                    &Event::Error {
+                        code,
+                        message: &message,
+                    },
+                    false,
+                )
+            }
             BotState::Connected if self.held.len() < 16 => self.held.push((code, message)),
             _ => {}
         }
@@ -654,6 +675,33 @@ mod tests {
             r#"{{"type":"response.audio.delta","delta":"{}"}}"#,
             base64::engine::general_purpose::STANDARD.encode(pcm)
         )
+    }
+
+    #[test]
+    fn a_bot_flooding_bad_messages_gets_a_bounded_number_of_errors() {
+        let mut h = Harness::new(SessionConfig::default());
+        // 10,000 bad messages between two ticks (a bot that never reads
+        // would leave every one of them queued): 50 errors, the rest counted.
+        for _ in 0..10_000 {
+            h.s.on_bot_text("{not json");
+        }
+        assert_eq!(h.s.events.len(), ERROR_BURST as usize);
+        h.drain();
+        // One more a tick; the stream stays contiguous, and the call goes on.
+        for _ in 0..10 {
+            h.tick();
+            h.bot("{not json");
+            h.bot("{not json");
+        }
+        let errors = h.names().iter().filter(|n| **n == "error").count();
+        assert_eq!(errors, ERROR_BURST as usize + 10);
+        let stats = h.s.stats();
+        assert_eq!(stats.refused, 10_020);
+        assert_eq!(stats.errors_dropped, 10_020 - errors as u64);
+        for (i, e) in h.events.iter().skip(1).enumerate() {
+            assert_eq!(e.sequence_number(), Some(i as u64 + 1));
+        }
+        assert_eq!(h.names().iter().filter(|n| **n == "media").count(), 10);
     }
 
     #[test]
