@@ -374,6 +374,38 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The config as `check-config` prints it: passwords, the headers sent to
+    /// bots, and the credentials and query strings of every URL (where keys
+    /// travel) replaced, so the output can be pasted into a ticket.
+    pub fn redacted(&self) -> Config {
+        const HIDDEN: &str = "<redacted>";
+        let url = |u: &mut String| *u = crate::botlink::redact_url(u);
+        let mut c = self.clone();
+        for t in &mut c.sip.trunks {
+            if t.password.is_some() {
+                t.password = Some(HIDDEN.into());
+            }
+        }
+        for e in &mut c.sip.extensions {
+            e.password = HIDDEN.into();
+        }
+        for d in &mut c.dids {
+            d.bot_url.as_mut().map(url);
+            d.config_api.as_mut().map(url);
+            for v in d.headers.values_mut() {
+                *v = HIDDEN.into();
+            }
+        }
+        for f in &mut c.flows {
+            for n in &mut f.nodes {
+                if let crate::flow::NodeKind::Bot(b) = &mut n.kind {
+                    url(&mut b.wss_url);
+                }
+            }
+        }
+        c
+    }
+
     /// Every fallback the config names: the DIDs' and `[calls] fallback`.
     pub fn fallbacks(&self) -> impl Iterator<Item = &Fallback> {
         self.dids

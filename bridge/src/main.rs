@@ -83,15 +83,22 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        // The SIP stack logs every message in full (Authorization headers
+        // included) at info: kept to warnings unless RUST_LOG asks.
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rsipstack=warn".into()),
         )
+        // Colour codes only for a terminal, not in files and journals.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     match Cli::parse().command {
         Command::CheckConfig { config } => {
             let cfg = load_config(config.as_ref())?;
-            println!("{cfg:#?}");
+            // Secrets (passwords, bot headers, URL keys) are not printed.
+            println!("{:#?}", cfg.redacted());
             Ok(())
         }
         Command::Serve(args) => {

@@ -350,7 +350,11 @@ fn call_log(app: &AppState, c: &CallRecord) -> Value {
         "scheduled_at": c.scheduled_at.map(fmt_time),
         "answered_at": c.answered_at.map(fmt_time),
         "ended_at": c.ended_at.map(fmt_time),
-        "wss_url": req.get("wss_url"),
+        // Without credentials or query string: keys travel there.
+        "wss_url": req
+            .get("wss_url")
+            .and_then(|v| v.as_str())
+            .map(crate::botlink::redact_url),
         "phone": c.phone_report,
         "legs": c.legs.iter().map(|l| json!({
             "destination": l.destination,

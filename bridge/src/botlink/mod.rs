@@ -33,7 +33,7 @@ pub enum ConnectError {
     /// The URL is unusable.
     #[error("bad bot URL {url:?}: {why}")]
     BadUrl {
-        /// The URL.
+        /// The URL, redacted ([`redact_url`]).
         url: String,
         /// What is wrong.
         why: String,
@@ -41,7 +41,7 @@ pub enum ConnectError {
     /// Nothing answered in time.
     #[error("bot at {url} did not accept a connection within {ms} ms")]
     Timeout {
-        /// The URL.
+        /// The URL, redacted ([`redact_url`]).
         url: String,
         /// The limit.
         ms: u64,
@@ -49,17 +49,51 @@ pub enum ConnectError {
     /// The connection or handshake failed.
     #[error("cannot connect to bot at {url}: {why}")]
     Failed {
-        /// The URL.
+        /// The URL, redacted ([`redact_url`]).
         url: String,
         /// The error.
         why: String,
     },
 }
 
+/// A URL as logs and error messages show it: no user or password, and no
+/// query or fragment, which often carry keys (`wss://bot/ws?key=…`). What is
+/// left still says which bot: scheme, host, port and path.
+///
+/// ```
+/// use bridge::botlink::redact_url;
+/// assert_eq!(redact_url("wss://u:pw@bot.example.com:8443/ws?key=s3cret#x"),
+///            "wss://***@bot.example.com:8443/ws?…");
+/// assert_eq!(redact_url("ws://127.0.0.1:9/"), "ws://127.0.0.1:9/");
+/// assert_eq!(redact_url("not a url ?key=s3cret"), "<not a URL>");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "<not a URL>".into();
+    };
+    let had_user = !u.username().is_empty() || u.password().is_some();
+    let had_query = u.query().is_some() || u.fragment().is_some();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut s = u.to_string();
+    if had_user {
+        if let Some(i) = s.find("://") {
+            s.insert_str(i + 3, "***@");
+        }
+    }
+    if had_query {
+        s.push_str("?…");
+    }
+    s
+}
+
 /// Checks a bot URL: `ws://` or `wss://`, with a host; plain `ws://` only to
 /// loopback unless `allow_insecure` is set.
 pub fn check_url(url: &str, allow_insecure: bool) -> Result<url::Url, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let shown = redact_url(url);
+    let u = url::Url::parse(url).map_err(|e| format!("the URL is not a URL: {e}"))?;
     match u.scheme() {
         "wss" => {}
         "ws" => {
@@ -71,14 +105,18 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<url::Url, String> {
             };
             if !loopback && !allow_insecure {
                 return Err(format!(
-                    "{url:?} is plain ws:// to a host that is not loopback; use wss:// (or let the operator set bot.allow_insecure_ws)"
+                    "{shown:?} is plain ws:// to a host that is not loopback; use wss:// (or let the operator set bot.allow_insecure_ws)"
                 ));
             }
         }
-        other => return Err(format!("{url:?} has scheme {other:?}; use ws:// or wss://")),
+        other => {
+            return Err(format!(
+                "{shown:?} has scheme {other:?}; use ws:// or wss://"
+            ))
+        }
     }
     if u.host().is_none() {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(u)
 }
@@ -146,7 +184,7 @@ pub async fn connect(
     max_message_bytes: usize,
 ) -> Result<BotSocket, ConnectError> {
     let bad = |why: String| ConnectError::BadUrl {
-        url: url.to_string(),
+        url: redact_url(url),
         why,
     };
     let mut req = url.into_client_request().map_err(|e| bad(e.to_string()))?;
@@ -171,11 +209,11 @@ pub async fn connect(
     );
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(ConnectError::Timeout {
-            url: url.to_string(),
+            url: redact_url(url),
             ms: timeout.as_millis() as u64,
         }),
         Ok(Err(e)) => Err(ConnectError::Failed {
-            url: url.to_string(),
+            url: redact_url(url),
             why: e.to_string(),
         }),
         Ok(Ok((ws, _resp))) => Ok(ws),

@@ -237,7 +237,7 @@ impl Driver {
         };
         match res {
             Ok(Ok(ws)) => {
-                tracing::info!(url = %bot.target.url, "bot connected");
+                tracing::info!(url = %botlink::redact_url(&bot.target.url), "bot connected");
                 bot.link = Some(self.engine.open_link(ws));
                 bot.session.on_bot_connected();
                 self.call.on_bot_connected();
@@ -260,7 +260,7 @@ impl Driver {
         let url = next.target.url.clone();
         match res {
             Ok(Ok(ws)) => {
-                tracing::info!(%url, "next bot connected");
+                tracing::info!(url = %botlink::redact_url(&url), "next bot connected");
                 next.link = Some(self.engine.open_link(ws));
                 self.call.on_next_bot_connected();
             }
@@ -436,7 +436,7 @@ impl Driver {
                     self.call.on_flow_dial(targets, timeout_s);
                 }
                 FlowAction::Bot { node, url } => {
-                    tracing::info!(%node, %url, "flow hands the caller to a bot");
+                    tracing::info!(%node, url = %botlink::redact_url(&url), "flow hands the caller to a bot");
                     self.call.on_flow_bot(url);
                 }
                 FlowAction::Hangup { reason } => {
@@ -977,7 +977,11 @@ fn leg_record(a: &Attempt, started: DateTime<Utc>) -> LegRecord {
     let at =
         |t: Option<u32>| t.map(|t| started + chrono::Duration::milliseconds(i64::from(t) * 20));
     LegRecord {
-        destination: a.target.as_str().to_string(),
+        destination: match &a.target {
+            // A bot's URL may carry its key in the query string.
+            DialTarget::Bot(url) => botlink::redact_url(url),
+            t => t.as_str().to_string(),
+        },
         kind: match a.target {
             DialTarget::Number(_) => "number",
             DialTarget::Extension(_) | DialTarget::Contact { .. } => "extension",
