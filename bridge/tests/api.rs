@@ -84,6 +84,20 @@ async fn dial_validation_errors_are_400_with_readable_messages() {
             json!({"customer_no": ["+99910001"], "wss_url": "ws://127.0.0.1:9/"}),
             "customer_no must be a string",
         ),
+        // Found from outside: a sign that was dropped, a year chrono reads
+        // but text comparison cannot.
+        (
+            json!({"customer_no": -99910001, "wss_url": "ws://127.0.0.1:9/"}),
+            "customer_no -99910001 is not a phone number",
+        ),
+        (
+            json!({"customer_no": 99910001.5, "wss_url": "ws://127.0.0.1:9/"}),
+            "is not a phone number",
+        ),
+        (
+            json!({"customer_no": "+99910001", "wss_url": "ws://127.0.0.1:9/", "schedule_datetime": "+99999-12-31 23:59:59"}),
+            "years 1000 to 9999",
+        ),
     ];
     for (body, expect) in cases {
         let (status, v) = http_json(
@@ -197,6 +211,19 @@ async fn call_logs_by_date_and_number_and_restart_keeps_them() {
     let (status, v) = http_json(a, "POST", "/api/call_logs", Some(TOKEN), Some(&body)).await;
     assert_eq!(status, 400);
     assert!(v["message"].as_str().unwrap().contains("from_date"));
+    // The last day there is still finds today's calls; a year past 9999 is
+    // refused rather than compared as text.
+    let body = json!({"from_date": "2000-01-01", "to_date": "9999-12-31"}).to_string();
+    let (status, v) = http_json(a, "POST", "/api/call_logs", Some(TOKEN), Some(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), data.len());
+    let body = json!({"from_date": "+262142-01-01"}).to_string();
+    let (status, v) = http_json(a, "POST", "/api/call_logs", Some(TOKEN), Some(&body)).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("years 1000 to 9999"));
 
     let (status, v) = http_json(
         a,

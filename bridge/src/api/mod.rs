@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -178,8 +178,13 @@ pub fn normalize_phone(raw: &str) -> Result<String, String> {
 fn parse_schedule(when: &str, tz: Option<&str>) -> Result<DateTime<Utc>, String> {
     let naive = NaiveDateTime::parse_from_str(when, "%Y-%m-%d %H:%M:%S")
         .or_else(|_| NaiveDateTime::parse_from_str(when, "%Y-%m-%d %H:%M"))
-        .map_err(|_| {
-            format!("schedule_datetime {when:?} is not a time of the form \"YYYY-mm-dd H:i:s\"")
+        .ok()
+        .filter(|t| four_digit_year(t.year()))
+        .ok_or_else(|| {
+            format!(
+                "schedule_datetime {when:?} is not a time of the form \"YYYY-mm-dd H:i:s\" \
+                 (years 1000 to 9999)"
+            )
         })?;
     let tz_name = tz.unwrap_or("UTC");
     let zone: chrono_tz::Tz = tz_name.parse().map_err(|_| {
@@ -201,6 +206,14 @@ const CUSTOM_FIELDS: [&str; 6] = [
 ];
 
 fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall, String> {
+    if let Some(Value::Number(n)) = obj.get("customer_no") {
+        // A JSON number is taken for its digits, but not a sign or a fraction.
+        if n.as_u64().is_none() {
+            return Err(format!(
+                "customer_no {n} is not a phone number; send the number as a string, e.g. \"+14155550100\""
+            ));
+        }
+    }
     let customer = field(obj, "customer_no")?.ok_or("customer_no is required")?;
     let to = normalize_phone(&customer).map_err(|e| format!("customer_no {e}"))?;
     let engine = &app.engine;
@@ -415,9 +428,21 @@ fn parse_day(obj: &Map<String, Value>, name: &str) -> Result<Option<NaiveDate>, 
     field(obj, name)?
         .map(|d| {
             NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-                .map_err(|_| format!("{name} {d:?} is not a date of the form YYYY-MM-DD"))
+                .ok()
+                .filter(|day| four_digit_year(day.year()) && d.len() == 10)
+                .ok_or_else(|| {
+                    format!(
+                        "{name} {d:?} is not a date of the form YYYY-MM-DD (years 1000 to 9999)"
+                    )
+                })
         })
         .transpose()
+}
+
+/// Times are stored and compared as RFC 3339 text, which sorts right only
+/// for four-digit years; chrono also reads `+262142` or `-5` as a year.
+fn four_digit_year(year: i32) -> bool {
+    (1000..=9999).contains(&year)
 }
 
 fn no_records(message: &str) -> Response {
@@ -447,18 +472,19 @@ async fn call_logs(State(app): State<Arc<AppState>>, headers: HeaderMap, body: B
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    // Stored times are RFC 3339 text, compared as text: the end stays within
+    // four-digit years (the day after 9999-12-31 would be year 10000, which
+    // sorts first), so it sorts after every stored time of the range.
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 999))
+        .map(|d| d.and_utc())
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
     let end = to
         .and_then(|d| d.succ_opt())
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc())
-        // Stored times are RFC 3339 text, compared as text: keep the open end
-        // within four-digit years so it sorts after every stored time.
-        .unwrap_or_else(|| {
-            NaiveDate::from_ymd_opt(9999, 12, 31)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|d| d.and_utc())
-                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
-        });
+        .filter(|e| e.year() <= 9999)
+        .unwrap_or(last);
     match app.engine.store().calls_between(start, end) {
         Ok(calls) if calls.is_empty() => no_records("No records found"),
         Ok(calls) => {
