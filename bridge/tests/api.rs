@@ -323,3 +323,35 @@ async fn scheduled_call_is_placed_at_its_time() {
     assert_eq!(rec["call_state"], "busy");
     bridge.stop().await;
 }
+
+/// Errors the HTTP layer makes itself are JSON in the spec's shape too: a
+/// body past the 2 MiB limit (413) and a method a path does not take (405,
+/// with `Allow`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_layer_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start_bridge(dir.path()).await;
+    let big = format!(r#"{{"customer_no":"{}"}}"#, "1".repeat(3 * 1024 * 1024));
+    let (status, v) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/dial_by_aivoicebot",
+        Some(TOKEN),
+        Some(&big),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(v["status"], false);
+    assert!(v["message"].as_str().unwrap().contains("2 MiB"), "{v}");
+    let (status, v) = http_json(
+        bridge.addr,
+        "DELETE",
+        "/api/dial_by_aivoicebot",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 405);
+    assert_eq!(v["status"], false, "{v}");
+    bridge.stop().await;
+}

@@ -42,7 +42,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// The largest request body the API reads (axum's default, 2 MiB).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Every error the API gives is JSON in the spec's shape, also those the
+/// HTTP layer makes itself (413 for a body past [`MAX_BODY_BYTES`], 405 for a
+/// method a path does not take, with its `Allow`).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than {} MiB",
+            MAX_BODY_BYTES / (1024 * 1024)
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => "this path does not take that method".to_string(),
+        s => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = error(status, message);
+    if let Some(allow) = r.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 /// SHA-256 of a token, as stored.
