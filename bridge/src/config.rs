@@ -219,6 +219,10 @@ pub struct CallsConfig {
     pub hold_audio: Option<PathBuf>,
     /// The IANA time zone of schedules that name none (e.g. `America/New_York`).
     pub time_zone: String,
+    /// Calls the bridge carries at once (placed, ringing or up; scheduled
+    /// calls count from their time). Past it new calls are refused: API 503
+    /// with `Retry-After`, SIP 503.
+    pub max_calls: usize,
 }
 
 impl Default for CallsConfig {
@@ -231,6 +235,7 @@ impl Default for CallsConfig {
             fallback: None,
             hold_audio: None,
             time_zone: "UTC".into(),
+            max_calls: 2000,
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub frames_from_bot: AtomicU64,
     /// Bot messages refused with an `error` event.
     pub bot_messages_refused: AtomicU64,
+    /// New calls refused because the bridge carried `[calls] max_calls`.
+    pub calls_refused_full: AtomicU64,
+    /// New calls refused because the bridge was shutting down.
+    pub calls_refused_shutdown: AtomicU64,
     /// `error` events not sent: a bot refused faster than the error budget.
     pub bot_errors_dropped: AtomicU64,
     /// Media events queued towards bots and not yet written (all calls).
@@ -196,6 +200,15 @@ impl Metrics {
             "counter",
             "RTP packets sent (counted when calls end).",
             r(&self.rtp_packets_out).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bridge_calls_refused_total New calls refused, by reason.\n\
+             # TYPE bridge_calls_refused_total counter\n\
+             bridge_calls_refused_total{{reason=\"full\"}} {}\n\
+             bridge_calls_refused_total{{reason=\"shutdown\"}} {}",
+            r(&self.calls_refused_full),
+            r(&self.calls_refused_shutdown)
         );
         let _ = writeln!(
             out,

@@ -337,8 +337,12 @@ async fn dial_by_aivoicebot(
             }))
             .into_response()
         }
-        Err(e @ PlaceError::Draining) => {
-            let retry = app.engine.config().server.drain_secs.max(1).to_string();
+        Err(e @ (PlaceError::Draining | PlaceError::Full(_))) => {
+            let retry = match e {
+                PlaceError::Draining => app.engine.config().server.drain_secs.max(1),
+                _ => 1,
+            }
+            .to_string();
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             if let Ok(v) = header::HeaderValue::from_str(&retry) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);

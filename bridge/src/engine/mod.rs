@@ -72,6 +72,9 @@ pub enum PlaceError {
     /// The bridge is shutting down.
     #[error("the bridge is shutting down and takes no new calls; try again shortly")]
     Draining,
+    /// The bridge carries `[calls] max_calls` already.
+    #[error("the bridge carries its most calls at once ({0}); try again shortly")]
+    Full(usize),
     /// The call could not be stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -99,6 +102,8 @@ pub struct Engine {
     calls: Registry,
     /// Shutting down: no new calls are taken.
     draining: AtomicBool,
+    /// Calls carried now, against `[calls] max_calls` (admission).
+    carried: AtomicUsize,
     /// What a caller on hold hears (`[calls] hold_audio`), 8 kHz.
     hold: Option<Arc<[i16]>>,
     /// The flows calls can be handed to, and what they refer to.
@@ -165,6 +170,7 @@ impl Engine {
             idle: Notify::new(),
             calls: Registry::default(),
             draining: AtomicBool::new(false),
+            carried: AtomicUsize::new(0),
         }))
     }
 
@@ -230,7 +236,14 @@ impl Engine {
     /// Returns the log id and call id.
     pub fn place(self: &Arc<Self>, call: OutboundCall) -> Result<(i64, String), PlaceError> {
         if self.is_draining() {
+            self.metrics
+                .calls_refused_shutdown
+                .fetch_add(1, Ordering::Relaxed);
             return Err(PlaceError::Draining);
+        }
+        // A call for now takes its place at once; a scheduled one at its time.
+        if call.schedule_at.is_none() && !self.admit() {
+            return Err(PlaceError::Full(self.cfg.calls.max_calls));
         }
         let call_sid = new_sid("CA");
         let request = serde_json::to_value(&call).unwrap_or_default();
@@ -310,9 +323,34 @@ impl Engine {
         Ok(n)
     }
 
+    /// Takes one more call if the bridge carries fewer than `[calls]
+    /// max_calls`; counts the refusal if not.
+    fn admit(&self) -> bool {
+        let max = self.cfg.calls.max_calls;
+        let ok = self
+            .carried
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !ok {
+            self.metrics
+                .calls_refused_full
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(max_calls = max, "a new call refused: the bridge is full");
+        }
+        ok
+    }
+
+    /// Calls carried now (placed for now, ringing or up), against `[calls] max_calls`.
+    pub fn carried_calls(&self) -> usize {
+        self.carried.load(Ordering::Acquire)
+    }
+
     fn spawn(self: &Arc<Self>, id: i64, call_sid: String, call: OutboundCall) {
         let engine = self.clone();
         self.live.fetch_add(1, Ordering::Relaxed);
+        let scheduled = call.schedule_at.is_some();
         tokio::spawn(async move {
             let mut shutdown = engine.shutdown.subscribe();
             let wait = call
@@ -327,7 +365,14 @@ impl Engine {
             // A scheduled call interrupted by shutdown stays `initiated` and is
             // scheduled again at the next start.
             if go {
+                if scheduled {
+                    // Accepted when it was placed: carried from its time on.
+                    engine.carried.fetch_add(1, Ordering::AcqRel);
+                }
                 engine.clone().drive(id, call_sid, call, shutdown).await;
+            }
+            if go || !scheduled {
+                engine.carried.fetch_sub(1, Ordering::AcqRel);
             }
             if engine.live.fetch_sub(1, Ordering::Relaxed) == 1 {
                 engine.idle.notify_waiters();
@@ -886,14 +931,38 @@ impl InboundHandler for Inbound {
     }
 
     fn accepting(&self) -> bool {
-        !self.0.is_draining()
+        if self.0.is_draining() {
+            self.0
+                .metrics
+                .calls_refused_shutdown
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // A check, not a reservation: the INVITE may still fail (unknown
+        // DID, bad SDP) before `accept` takes the place. INVITEs checked on
+        // two threads at the same instant may pass one over the limit.
+        let full = self.0.carried_calls() >= self.0.cfg.calls.max_calls;
+        if full {
+            self.0
+                .metrics
+                .calls_refused_full
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                max_calls = self.0.cfg.calls.max_calls,
+                "an INVITE refused: the bridge is full"
+            );
+        }
+        !full
     }
 
+    /// Takes a call [`accepting`](InboundHandler::accepting) admitted.
     fn accept(&self, call: InboundCall) {
         let engine = self.0.clone();
         engine.live.fetch_add(1, Ordering::Relaxed);
+        engine.carried.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             engine.clone().inbound(call).await;
+            engine.carried.fetch_sub(1, Ordering::AcqRel);
             if engine.live.fetch_sub(1, Ordering::Relaxed) == 1 {
                 engine.idle.notify_waiters();
             }

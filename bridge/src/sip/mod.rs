@@ -870,7 +870,7 @@ impl SipUa {
             .map(|c| c.value().to_string())
             .unwrap_or_default();
         if !handler.accepting() {
-            tracing::warn!(%did, %from, "INVITE while shutting down: 503");
+            tracing::warn!(%did, %from, "INVITE refused (shutting down, or the bridge is full): 503");
             tx.reply(StatusCode::ServiceUnavailable).await?;
             return Ok(());
         }
