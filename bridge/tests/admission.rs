@@ -101,7 +101,10 @@ async fn a_full_bridge_refuses_the_next_call_over_the_api_and_sip() {
         )
         .await;
         if status == 200 {
-            println!("a place was free {:?} after the hangup", freed_from.elapsed());
+            println!(
+                "a place was free {:?} after the hangup",
+                freed_from.elapsed()
+            );
             break v["data"]["logid"].as_i64().unwrap();
         }
         assert_eq!(status, 503, "{v}");
