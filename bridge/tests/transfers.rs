@@ -1230,10 +1230,21 @@ async fn an_attach_command_hands_the_call_to_another_bot() {
         Err(CommandError::Refused { code, .. }) => assert_eq!(code, protocol::ErrorCode::BadField),
         r => panic!("{r:?}"),
     }
-    calls
-        .command(&sid, CallCommand::Attach(b.url()))
-        .await
-        .unwrap();
+    // The call is answered before its bot is connected (connect after
+    // answer); until the bot is there the call has no bot to hand over.
+    let deadline = tokio::time::Instant::now() + 5 * SEC;
+    loop {
+        match calls.command(&sid, CallCommand::Attach(b.url())).await {
+            Ok(()) => break,
+            Err(CommandError::Refused {
+                code: protocol::ErrorCode::TransferRefused,
+                ..
+            }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("attach: {e:?}"),
+        }
+    }
     let rec = wait_final(bridge.addr, logid, 10 * SEC).await;
     assert_eq!(rec["end_reason"], "bot_hangup", "{rec}");
     let a_conn = a.finished(1, 10 * SEC).await;
