@@ -13,6 +13,8 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Bot WebSocket sessions.
     pub bot: BotConfig,
+    /// Which networks outbound requests may reach.
+    pub outbound: OutboundConfig,
     /// The simulated carrier's extra virtual phones.
     pub carrier: CarrierConfig,
     /// Where recording URLs point.
@@ -277,6 +279,29 @@ impl Default for BotConfig {
     }
 }
 
+/// Where the bridge may connect on someone else's say-so: bot URLs (from API
+/// callers, CONFIG_APIs, bots) and CONFIG_API requests and their redirects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Special address ranges (loopback, private, link-local, reserved) that
+    /// may be connected to, by CIDR; addresses outside them are always
+    /// allowed. Checked on the address connected to, after DNS. Link-local
+    /// (169.254.169.254, cloud metadata) only by a CIDR inside it.
+    pub allow_networks: Vec<String>,
+    /// Redirects a CONFIG_API request may follow (each one checked).
+    pub max_redirects: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_redirects: 3,
+        }
+    }
+}
+
 /// Extra virtual phones, matched by number prefix before the built-in ones.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -434,6 +459,8 @@ impl Config {
     /// Parses TOML text and checks the values.
     pub fn parse(text: &str) -> Result<Config, String> {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        let guard = crate::netguard::Guard::new(&cfg.outbound.allow_networks)
+            .map_err(|e| format!("outbound.allow_networks: {e}"))?;
         for p in &cfg.carrier.phones {
             if !matches!(p.outcome.as_str(), "answer" | "busy" | "no-answer" | "fail") {
                 return Err(format!(
@@ -499,6 +526,16 @@ impl Config {
                     d.number
                 ));
             }
+            // An address the bridge would refuse to connect to is a start-up
+            // error, not a failed call later.
+            for (key, u) in [("bot_url", &d.bot_url), ("config_api", &d.config_api)] {
+                let Some(u) = u.as_deref().and_then(|u| url::Url::parse(u).ok()) else {
+                    continue;
+                };
+                guard
+                    .check_url_host(&u)
+                    .map_err(|e| format!("did {}: {key}: {e}", d.number))?;
+            }
             if let Some(ext) = &d.extension {
                 if !cfg.sip.extensions.iter().any(|e| &e.number == ext) {
                     return Err(format!(
@@ -527,6 +564,24 @@ mod tests {
         let text = include_str!("../config.example.toml");
         let cfg = Config::parse(text).unwrap();
         assert_eq!(cfg.carrier.phones[0].prefix, "+9996");
+    }
+
+    #[test]
+    fn a_did_pointing_into_a_refused_range_is_an_error() {
+        let did = |url: &str| format!("[[dids]]\nnumber = \"+15550001000\"\nbot_url = \"{url}\"\n");
+        let e = Config::parse(&did("wss://10.0.0.5/bot")).unwrap_err();
+        assert!(
+            e.contains("did +15550001000: bot_url") && e.contains("private"),
+            "{e}"
+        );
+        let allowed = format!(
+            "[outbound]\nallow_networks = [\"10.0.0.0/8\"]\n{}",
+            did("wss://10.0.0.5/bot")
+        );
+        assert!(Config::parse(&allowed).is_ok());
+        assert!(Config::parse(&did("ws://127.0.0.1:9000/bot")).is_ok());
+        let e = Config::parse("[outbound]\nallow_networks = [\"10.0.0.0/40\"]").unwrap_err();
+        assert!(e.contains("outbound.allow_networks"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod flow;
 pub mod media;
 pub mod metrics;
+pub mod netguard;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -157,13 +157,23 @@ async fn config_api_names_the_bot() {
         .route(
             "/broken",
             axum::routing::post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "oops") }),
+        )
+        .route(
+            "/moved",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "http://169.254.169.254/latest/meta-data")],
+                )
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, api).await });
     let toml = format!(
         "[[dids]]\nnumber = \"+15550002000\"\nconfig_api = \"http://{api_addr}/config\"\n\n\
-         [[dids]]\nnumber = \"+15550003000\"\nconfig_api = \"http://{api_addr}/broken\"\n"
+         [[dids]]\nnumber = \"+15550003000\"\nconfig_api = \"http://{api_addr}/broken\"\n\n\
+         [[dids]]\nnumber = \"+15550004000\"\nconfig_api = \"http://{api_addr}/moved\"\n"
     );
     let bridge = start_sip_bridge(dir.path(), &toml).await;
     let sip = bridge.sip_addr.unwrap();
@@ -204,6 +214,21 @@ async fn config_api_names_the_bot() {
     let failed = log.iter().find(|r| r["did_no"] == "+15550003000").unwrap();
     assert_eq!(failed["call_state"], "failed");
     assert_eq!(failed["end_reason"], "config_api_failed");
+
+    // A CONFIG_API that redirects into the cloud metadata service: the
+    // redirect is not followed, and the caller gets 480.
+    let sipp = Sipp::start(
+        "uac_expect_480.xml",
+        Some(sip),
+        free_port(),
+        &["-s", "+15550004000"],
+    );
+    let (code, errors) = sipp.finish(20 * SEC).await;
+    assert_eq!(code, 0, "the caller got 480; SIPp errors: {errors}");
+    let log = wait_log(bridge.addr, 3).await;
+    let refused = log.iter().find(|r| r["did_no"] == "+15550004000").unwrap();
+    assert_eq!(refused["call_state"], "failed", "{refused}");
+    assert_eq!(refused["end_reason"], "config_api_failed", "{refused}");
     bridge.stop().await;
 }
 

@@ -253,7 +253,8 @@ fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall
     let wss_url = field(obj, "wss_url")?.ok_or(
         "wss_url is required: the WebSocket URL of the bot that takes the call (e.g. wss://bot.example.com/voice)",
     )?;
-    crate::botlink::check_url(&wss_url, engine.config().bot.allow_insecure_ws)
+    engine
+        .check_bot_url(&wss_url)
         .map_err(|e| format!("wss_url {e}"))?;
     let wss_headers = match field(obj, "wss_header")? {
         Some(h) => crate::botlink::parse_headers(&h)?,

@@ -46,6 +46,15 @@ pub enum ConnectError {
         /// The limit.
         ms: u64,
     },
+    /// Every address the host resolved to is in a range the operator has
+    /// not allowed ([`crate::netguard`]); nothing was connected.
+    #[error("refused to connect to bot at {url}: {why}")]
+    Refused {
+        /// The URL, redacted ([`redact_url`]).
+        url: String,
+        /// Which address, and which range.
+        why: String,
+    },
     /// The connection or handshake failed.
     #[error("cannot connect to bot at {url}: {why}")]
     Failed {
@@ -176,10 +185,15 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> anyhow::Result<Arc<rust
 }
 
 /// Connects to a bot, sending `headers` with the upgrade request.
+///
+/// The host is resolved here and the connection made to the first address
+/// `guard` allows, so a name that resolves into a refused range is refused
+/// ([`crate::netguard`]); TLS still checks the certificate against the name.
 pub async fn connect(
     url: &str,
     headers: &[(String, String)],
     tls: Arc<rustls::ClientConfig>,
+    guard: &crate::netguard::Guard,
     timeout: Duration,
     max_message_bytes: usize,
 ) -> Result<BotSocket, ConnectError> {
@@ -201,21 +215,70 @@ pub async fn connect(
     // (perf, 200 calls) and most of its memory per call. A 20 ms delta is under
     // 1 KiB; larger messages simply take several reads.
     ws_cfg.read_buffer_size = 2048;
-    let fut = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        Some(ws_cfg),
-        true,
-        Some(Connector::Rustls(tls)),
-    );
+    let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| bad("no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| bad("no port".into()))?;
+    let failed = |why: String| ConnectError::Failed {
+        url: redact_url(url),
+        why,
+    };
+    let fut = async {
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| failed(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        // Only addresses the guard allows are tried; if none is, the
+        // refusal (not a connection error) is the answer.
+        let mut refused = None;
+        let mut last_error = None;
+        let mut stream = None;
+        for a in &addrs {
+            if let Err(why) = guard.check(a.ip()) {
+                refused.get_or_insert(why);
+                continue;
+            }
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(format!("{a}: {e}")),
+            }
+        }
+        let stream = match (stream, last_error, refused) {
+            (Some(s), _, _) => s,
+            (None, Some(e), _) => return Err(failed(e)),
+            (None, None, Some(why)) => {
+                return Err(ConnectError::Refused {
+                    url: redact_url(url),
+                    why,
+                })
+            }
+            (None, None, None) => return Err(failed(format!("{host} has no address"))),
+        };
+        let _ = stream.set_nodelay(true);
+        tokio_tungstenite::client_async_tls_with_config(
+            req,
+            stream,
+            Some(ws_cfg),
+            Some(Connector::Rustls(tls)),
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))
+    };
     match tokio::time::timeout(timeout, fut).await {
         Err(_) => Err(ConnectError::Timeout {
             url: redact_url(url),
             ms: timeout.as_millis() as u64,
         }),
-        Ok(Err(e)) => Err(ConnectError::Failed {
-            url: redact_url(url),
-            why: e.to_string(),
-        }),
+        Ok(Err(e)) => Err(e),
         Ok(Ok((ws, _resp))) => Ok(ws),
     }
 }

@@ -242,6 +242,10 @@ impl Driver {
                 bot.session.on_bot_connected();
                 self.call.on_bot_connected();
             }
+            Ok(Err(e @ botlink::ConnectError::Refused { .. })) => {
+                tracing::warn!("{e}");
+                self.call.on_bot_address_refused();
+            }
             Ok(Err(e)) => {
                 tracing::warn!("{e}");
                 self.call.on_bot_unreachable();
@@ -597,7 +601,7 @@ impl Driver {
                     }
                 }
                 Action::Transfer(Command::TransferWs { url }) => {
-                    match botlink::check_url(&url, self.engine.config().bot.allow_insecure_ws) {
+                    match self.engine.check_bot_url(&url) {
                         Ok(_) => self.call.on_bot_transfer_ws(url),
                         Err(why) => bot.session.refuse(
                             ErrorCode::BadField,
@@ -635,15 +639,13 @@ impl Driver {
             CallCommand::TransferExtension(extension) => self.as_the_bot(|d| {
                 transfer_extension(&mut d.call, &d.engine, &extension);
             }),
-            CallCommand::Attach(url) => {
-                match botlink::check_url(&url, self.engine.config().bot.allow_insecure_ws) {
-                    Ok(_) => self.as_the_bot(|d| d.call.on_bot_transfer_ws(url)),
-                    Err(why) => Err(CommandError::Refused {
-                        code: ErrorCode::BadField,
-                        message: format!("`url` {url:?}: {why}"),
-                    }),
-                }
-            }
+            CallCommand::Attach(url) => match self.engine.check_bot_url(&url) {
+                Ok(_) => self.as_the_bot(|d| d.call.on_bot_transfer_ws(url)),
+                Err(why) => Err(CommandError::Refused {
+                    code: ErrorCode::BadField,
+                    message: format!("`url` {url:?}: {why}"),
+                }),
+            },
         };
         let _ = req.reply.send(result);
     }

@@ -50,6 +50,9 @@ pub enum EndReason {
     BotLost,
     /// The bot could not be reached.
     BotUnreachable,
+    /// The bot's host resolved only to addresses in ranges the operator has
+    /// not allowed (`[outbound] allow_networks`), so nothing was connected.
+    BotAddressRefused,
     /// The number dialled was busy.
     Busy,
     /// Nobody answered.
@@ -96,6 +99,7 @@ impl EndReason {
             EndReason::BotHangup => "bot_hangup",
             EndReason::BotLost => "bot_lost",
             EndReason::BotUnreachable => "bot_unreachable",
+            EndReason::BotAddressRefused => "bot_address_refused",
             EndReason::Busy => "busy",
             EndReason::NoAnswer => "no-answer",
             EndReason::Failed => "failed",
@@ -845,11 +849,20 @@ impl Call {
 
     /// The bot could not be reached.
     pub fn on_bot_unreachable(&mut self) {
+        self.bot_not_connected(EndReason::BotUnreachable);
+    }
+
+    /// The bot's address is one the bridge does not connect to.
+    pub fn on_bot_address_refused(&mut self) {
+        self.bot_not_connected(EndReason::BotAddressRefused);
+    }
+
+    fn bot_not_connected(&mut self, reason: EndReason) {
         if self.ended {
             return;
         }
         self.bot = BotState::None;
-        self.end(End::new(CallState::Failed, EndReason::BotUnreachable, None));
+        self.end(End::new(CallState::Failed, reason, None));
     }
 
     /// The bot's socket closed or went dead without `session.hangup`.

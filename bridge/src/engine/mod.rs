@@ -91,6 +91,8 @@ pub struct Engine {
     store: Arc<Store>,
     carrier: SimCarrier,
     tls: Arc<rustls::ClientConfig>,
+    /// Which special address ranges bots may be reached in.
+    guard: Arc<crate::netguard::Guard>,
     recordings: PathBuf,
     shutdown: watch::Sender<bool>,
     sip: std::sync::OnceLock<Arc<SipUa>>,
@@ -143,6 +145,11 @@ impl Engine {
     pub fn new(cfg: Config, store: Arc<Store>, recordings: PathBuf) -> anyhow::Result<Arc<Engine>> {
         let carrier = SimCarrier::new(&cfg.carrier)?;
         let tls = botlink::tls_config(cfg.bot.extra_ca_file.as_deref())?;
+        let guard = Arc::new(
+            crate::netguard::Guard::new(&cfg.outbound.allow_networks)
+                .map_err(|e| anyhow::anyhow!("outbound.allow_networks: {e}"))?,
+        );
+        let http = guard.http_client(Duration::from_secs(10), cfg.outbound.max_redirects)?;
         std::fs::create_dir_all(&recordings)?;
         let hold = match &cfg.calls.hold_audio {
             Some(path) => Some(
@@ -159,13 +166,12 @@ impl Engine {
             store,
             carrier,
             tls,
+            guard,
             recordings,
             shutdown: watch::channel(false).0,
             sip: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             calls: Registry::default(),
@@ -762,19 +768,41 @@ impl Engine {
             "FlowId": did.number, "SessionId": call_sid, "ServerId": "bridge",
         });
         let timeout = Duration::from_millis(did.config_api_timeout_ms);
+        // As logs show it: a key in the query string stays out.
+        let shown = botlink::redact_url(api);
+        if let Ok(u) = url::Url::parse(api) {
+            self.guard.check_url_host(&u).map_err(|e| {
+                (
+                    EndReason::ConfigApiFailed,
+                    format!("CONFIG_API {shown}: {e}"),
+                )
+            })?;
+        }
         let resp = match tokio::time::timeout(timeout, self.http.post(api).json(&body).send()).await
         {
             Err(_) => {
                 return Err((
                     EndReason::ConfigApiTimeout,
                     format!(
-                        "CONFIG_API {api} did not answer within {} ms",
+                        "CONFIG_API {shown} did not answer within {} ms",
                         timeout.as_millis()
                     ),
                 ))
             }
             Ok(Err(e)) => {
-                return Err((EndReason::ConfigApiFailed, format!("CONFIG_API {api}: {e}")))
+                // reqwest's own text is generic ("error sending request");
+                // the cause (a refused address, too many redirects) is below.
+                let e = e.without_url();
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why = format!("{why}: {s}");
+                    source = s.source();
+                }
+                return Err((
+                    EndReason::ConfigApiFailed,
+                    format!("CONFIG_API {shown}: {why}"),
+                ));
             }
             Ok(Ok(r)) => r,
         };
@@ -782,7 +810,7 @@ impl Engine {
         if !status.is_success() {
             return Err((
                 EndReason::ConfigApiFailed,
-                format!("CONFIG_API {api} answered HTTP {status}"),
+                format!("CONFIG_API {shown} answered HTTP {status}"),
             ));
         }
         let answer: serde_json::Value = match tokio::time::timeout(timeout, resp.json()).await {
@@ -790,26 +818,26 @@ impl Engine {
             Ok(Err(e)) => {
                 return Err((
                     EndReason::ConfigApiFailed,
-                    format!("CONFIG_API {api} answer is not JSON: {e}"),
+                    format!("CONFIG_API {shown} answer is not JSON: {e}"),
                 ))
             }
             Err(_) => {
                 return Err((
                     EndReason::ConfigApiTimeout,
-                    format!("CONFIG_API {api} answer body too slow"),
+                    format!("CONFIG_API {shown} answer body too slow"),
                 ))
             }
         };
         let Some(url) = answer.get("url").and_then(|u| u.as_str()) else {
             return Err((
                 EndReason::ConfigApiFailed,
-                format!("CONFIG_API {api} answer has no \"url\": {answer}"),
+                format!("CONFIG_API {shown} answer has no \"url\": {answer}"),
             ));
         };
-        botlink::check_url(url, self.cfg.bot.allow_insecure_ws).map_err(|e| {
+        self.check_bot_url(url).map_err(|e| {
             (
                 EndReason::ConfigApiFailed,
-                format!("CONFIG_API {api} named a bad bot url: {e}"),
+                format!("CONFIG_API {shown} named a bad bot url: {e}"),
             )
         })?;
         let mut headers = Vec::new();
@@ -833,7 +861,7 @@ impl Engine {
                 .and_then(|r| r.as_u64())
                 .unwrap_or(8000);
             if !matches!(enc, "raw/slin" | "pcm") || rate != 8000 {
-                return Err((EndReason::ConfigApiFailed, format!("CONFIG_API {api} asked for audioFormat {fmt}; this bridge streams 8 kHz raw/slin only")));
+                return Err((EndReason::ConfigApiFailed, format!("CONFIG_API {shown} asked for audioFormat {fmt}; this bridge streams 8 kHz raw/slin only")));
             }
         }
         Ok(BotTarget {
@@ -852,6 +880,17 @@ impl Engine {
         botlink::Link::new(ws, live)
     }
 
+    /// Checks a bot URL (scheme, host, plain `ws://` only to loopback) and,
+    /// for an address written in the URL, the network guard; names are
+    /// checked on the address they resolve to, when connecting.
+    pub(crate) fn check_bot_url(&self, url: &str) -> Result<url::Url, String> {
+        let u = botlink::check_url(url, self.cfg.bot.allow_insecure_ws)?;
+        self.guard
+            .check_url_host(&u)
+            .map_err(|e| format!("{:?}: {e}", botlink::redact_url(url)))?;
+        Ok(u)
+    }
+
     pub(crate) fn connect_bot(
         &self,
         target: &BotTarget,
@@ -859,6 +898,7 @@ impl Engine {
         let url = target.url.clone();
         let headers = target.headers.clone();
         let tls = self.tls.clone();
+        let guard = self.guard.clone();
         let timeout = Duration::from_millis(self.cfg.bot.connect_timeout_ms);
         // The socket accepts frames well past the protocol limit, so that an
         // oversized message gets an `error` event instead of a dropped socket.
@@ -866,7 +906,7 @@ impl Engine {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let began = std::time::Instant::now();
-            let r = botlink::connect(&url, &headers, tls, timeout, max).await;
+            let r = botlink::connect(&url, &headers, tls, &guard, timeout, max).await;
             match &r {
                 Ok(_) => {
                     metrics.bot_connects.fetch_add(1, Ordering::Relaxed);
