@@ -59,6 +59,20 @@ pub struct SipConfig {
     pub trunks: Vec<TrunkConfig>,
     /// Extensions that may REGISTER.
     pub extensions: Vec<ExtensionConfig>,
+    /// New (out-of-dialog) requests a source address may send per second;
+    /// past it they are dropped unanswered. 0 turns the limit off.
+    pub requests_per_sec: u32,
+    /// New requests a source may send at once.
+    pub request_burst: u32,
+    /// Failed REGISTER authentications from one source within a minute
+    /// that lock it out. 0 turns lockouts off.
+    pub auth_failures_before_lockout: u32,
+    /// How long a lockout lasts.
+    pub lockout_secs: u64,
+    /// How long a digest nonce may be used.
+    pub nonce_lifetime_secs: u64,
+    /// Sources never limited, by CIDR (trunks' addresses always are).
+    pub trusted_networks: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -72,6 +86,12 @@ impl Default for SipConfig {
             realm: "bridge".into(),
             trunks: Vec::new(),
             extensions: Vec::new(),
+            requests_per_sec: 50,
+            request_burst: 100,
+            auth_failures_before_lockout: 10,
+            lockout_secs: 300,
+            nonce_lifetime_secs: 300,
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -461,6 +481,10 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         let guard = crate::netguard::Guard::new(&cfg.outbound.allow_networks)
             .map_err(|e| format!("outbound.allow_networks: {e}"))?;
+        for n in &cfg.sip.trusted_networks {
+            n.parse::<crate::netguard::Cidr>()
+                .map_err(|e| format!("sip.trusted_networks: {e}"))?;
+        }
         for p in &cfg.carrier.phones {
             if !matches!(p.outcome.as_str(), "answer" | "busy" | "no-answer" | "fail") {
                 return Err(format!(

@@ -49,6 +49,15 @@ impl FromStr for Cidr {
 }
 
 impl Cidr {
+    /// The network of one address.
+    pub fn host(ip: IpAddr) -> Cidr {
+        let ip = canonical(ip);
+        Cidr {
+            net: ip,
+            prefix: if ip.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
     /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
     /// as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {

@@ -104,10 +104,13 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.engine.metrics().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = app.engine.metrics().render();
+        if let Some(sip) = app.engine.sip() {
+            sip.guard_stats.render(&mut text);
+        }
+        text
+    })
         .into_response()
 }
 
@@ -146,11 +149,14 @@ async fn auth(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Res
 
 /// A request body as a JSON object: JSON, or an HTML form. Non-string scalars
 /// are accepted where a string is expected (`"connect_ws_after_answer": 1`).
-fn body_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, String> {
-    let ctype = headers
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+        .unwrap_or("")
+}
+
+fn body_object(ctype: &str, body: &[u8]) -> Result<Map<String, Value>, String> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Map::new());
     }
@@ -238,7 +244,22 @@ const CUSTOM_FIELDS: [&str; 6] = [
     "sip_url",
 ];
 
-fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall, String> {
+/// A `dial_by_aivoicebot` request body (JSON or a form, by `content_type`)
+/// as the call it asks for, or what is wrong with it.
+pub fn parse_dial_request(
+    content_type: &str,
+    body: &[u8],
+    cfg: &crate::config::Config,
+    guard: &crate::netguard::Guard,
+) -> Result<OutboundCall, String> {
+    dial_request(cfg, guard, &body_object(content_type, body)?)
+}
+
+fn dial_request(
+    cfg: &crate::config::Config,
+    guard: &crate::netguard::Guard,
+    obj: &Map<String, Value>,
+) -> Result<OutboundCall, String> {
     if let Some(Value::Number(n)) = obj.get("customer_no") {
         // A JSON number is taken for its digits, but not a sign or a fraction.
         if n.as_u64().is_none() {
@@ -249,12 +270,10 @@ fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall
     }
     let customer = field(obj, "customer_no")?.ok_or("customer_no is required")?;
     let to = normalize_phone(&customer).map_err(|e| format!("customer_no {e}"))?;
-    let engine = &app.engine;
     let wss_url = field(obj, "wss_url")?.ok_or(
         "wss_url is required: the WebSocket URL of the bot that takes the call (e.g. wss://bot.example.com/voice)",
     )?;
-    engine
-        .check_bot_url(&wss_url)
+    crate::botlink::check_bot_url(&wss_url, cfg.bot.allow_insecure_ws, guard)
         .map_err(|e| format!("wss_url {e}"))?;
     let wss_headers = match field(obj, "wss_header")? {
         Some(h) => crate::botlink::parse_headers(&h)?,
@@ -297,7 +316,7 @@ fn dial_request(app: &AppState, obj: &Map<String, Value>) -> Result<OutboundCall
     }
     Ok(OutboundCall {
         to,
-        from: engine.config().calls.caller_id.clone(),
+        from: cfg.calls.caller_id.clone(),
         wss_url,
         wss_headers,
         connect_ws_after_answer,
@@ -311,7 +330,13 @@ async fn dial_by_aivoicebot(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = match body_object(&headers, &body).and_then(|obj| dial_request(&app, &obj)) {
+    let engine = &app.engine;
+    let call = match parse_dial_request(
+        content_type(&headers),
+        &body,
+        engine.config(),
+        engine.guard(),
+    ) {
         Ok(c) => c,
         Err(msg) => return bad_request(msg),
     };
@@ -492,7 +517,7 @@ fn no_records(message: &str) -> Response {
 }
 
 async fn call_logs(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let range = body_object(&headers, &body).and_then(|obj| {
+    let range = body_object(content_type(&headers), &body).and_then(|obj| {
         let from = parse_day(&obj, "from_date")?;
         let to = parse_day(&obj, "to_date")?;
         if let (Some(f), Some(t)) = (from, to) {

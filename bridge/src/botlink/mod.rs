@@ -130,6 +130,20 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<url::Url, String> {
     Ok(u)
 }
 
+/// [`check_url`], and for an address written in the URL, `guard`; a name
+/// is checked on the addresses it resolves to, in [`connect`].
+pub fn check_bot_url(
+    url: &str,
+    allow_insecure: bool,
+    guard: &crate::netguard::Guard,
+) -> Result<url::Url, String> {
+    let u = check_url(url, allow_insecure)?;
+    guard
+        .check_url_host(&u)
+        .map_err(|e| format!("{:?}: {e}", redact_url(url)))?;
+    Ok(u)
+}
+
 /// Parses `wss_header`: one `Name: value` per line. Blank lines are skipped.
 pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

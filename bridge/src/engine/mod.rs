@@ -884,11 +884,12 @@ impl Engine {
     /// for an address written in the URL, the network guard; names are
     /// checked on the address they resolve to, when connecting.
     pub(crate) fn check_bot_url(&self, url: &str) -> Result<url::Url, String> {
-        let u = botlink::check_url(url, self.cfg.bot.allow_insecure_ws)?;
-        self.guard
-            .check_url_host(&u)
-            .map_err(|e| format!("{:?}: {e}", botlink::redact_url(url)))?;
-        Ok(u)
+        botlink::check_bot_url(url, self.cfg.bot.allow_insecure_ws, &self.guard)
+    }
+
+    /// Which special address ranges outbound requests may reach.
+    pub fn guard(&self) -> &crate::netguard::Guard {
+        &self.guard
     }
 
     pub(crate) fn connect_bot(

@@ -92,13 +92,28 @@ impl ClipLibrary {
 /// Reads one WAV file (16-bit PCM, any rate and channel count) as 8 kHz
 /// mono samples (a clip, hold audio).
 pub fn read_8k(path: &std::path::Path) -> Result<Arc<[i16]>, String> {
-    let pcm = crate::wav::read(path).map_err(|e| e.to_string())?;
-    if pcm.sample_rate == 0 {
-        return Err("the sample rate is 0".into());
+    decode_8k(&std::fs::read(path).map_err(|e| e.to_string())?)
+}
+
+/// [`read_8k`] for the bytes of a WAV file (an upload).
+pub fn decode_8k(bytes: &[u8]) -> Result<Arc<[i16]>, String> {
+    let pcm = crate::wav::parse(bytes).map_err(|e| e.to_string())?;
+    // A tiny rate would make the 8 kHz copy thousands of times the file's
+    // size (a 1 MB upload claiming 1 Hz becomes 16 GB).
+    if !(MIN_RATE..=MAX_RATE).contains(&pcm.sample_rate) {
+        return Err(format!(
+            "the sample rate is {} Hz; audio clips take {MIN_RATE} to {MAX_RATE} Hz",
+            pcm.sample_rate
+        ));
     }
     let mono = mix_to_mono(&pcm.samples, pcm.channels);
     Ok(Arc::from(resample(&mono, pcm.sample_rate, SAMPLE_RATE)))
 }
+
+/// The lowest sample rate a clip may have.
+const MIN_RATE: u32 = 4000;
+/// The highest.
+const MAX_RATE: u32 = 192_000;
 
 /// The mean of each frame's channels.
 fn mix_to_mono(interleaved: &[i16], channels: u16) -> Vec<i16> {
@@ -183,7 +198,7 @@ mod tests {
         b.extend_from_slice(&1u16.to_le_bytes());
         b.extend_from_slice(&channels.to_le_bytes());
         b.extend_from_slice(&rate.to_le_bytes());
-        b.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
+        b.extend_from_slice(&rate.wrapping_mul(u32::from(channels) * 2).to_le_bytes());
         b.extend_from_slice(&(channels * 2).to_le_bytes());
         b.extend_from_slice(&16u16.to_le_bytes());
         b.extend_from_slice(b"data");
@@ -215,6 +230,21 @@ mod tests {
             .max()
             .unwrap();
         assert!(worst < 200, "{worst}");
+    }
+
+    #[test]
+    fn absurd_sample_rates_are_refused() {
+        // 1 Hz would blow a small file up 8000 times.
+        let dir = tempfile::tempdir().unwrap();
+        for rate in [0, 1, 3999, 192_001, u32::MAX] {
+            let path = dir.path().join(format!("{rate}.wav"));
+            write_wav(&path, rate, 1, &[100; 1000]);
+            let e = read_8k(&path).unwrap_err();
+            assert!(e.contains("4000 to 192000 Hz"), "{rate}: {e}");
+        }
+        let path = dir.path().join("ok.wav");
+        write_wav(&path, 4000, 1, &[100; 1000]);
+        assert_eq!(read_8k(&path).unwrap().len(), 2000);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and the socket's readiness what it receives, so a packet from the phone
 //! reaches the bot the moment it arrives.
 
+pub mod guard;
 pub mod rtp;
 pub mod rtpstream;
 pub mod sdp;
@@ -492,8 +493,116 @@ pub struct SipUa {
     public_ip: IpAddr,
     ports: Arc<PortPool>,
     bindings: Mutex<HashMap<String, Vec<Binding>>>,
-    nonces: Mutex<HashMap<String, Instant>>,
+    nonces: guard::Nonces,
+    limiter: Arc<Mutex<guard::SourceLimiter>>,
+    /// What the flood guard refused, for `/metrics`.
+    pub guard_stats: Arc<GuardStats>,
+    /// The guard's clock starts here.
+    epoch: Instant,
     cancel: CancellationToken,
+}
+
+/// Counts of what the SIP flood guard did.
+#[derive(Debug, Default)]
+pub struct GuardStats {
+    /// Requests dropped: the source was over its budget.
+    pub over_budget: std::sync::atomic::AtomicU64,
+    /// Requests dropped: the source was locked out.
+    pub locked_out: std::sync::atomic::AtomicU64,
+    /// REGISTERs that failed authentication.
+    pub auth_failures: std::sync::atomic::AtomicU64,
+    /// Sources locked out.
+    pub lockouts: std::sync::atomic::AtomicU64,
+}
+
+impl GuardStats {
+    /// Appends the Prometheus text of these counts.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP bridge_sip_requests_dropped_total New SIP requests dropped unanswered, by reason.\n\
+             # TYPE bridge_sip_requests_dropped_total counter\n\
+             bridge_sip_requests_dropped_total{{reason=\"over_budget\"}} {}\n\
+             bridge_sip_requests_dropped_total{{reason=\"locked_out\"}} {}\n\
+             # HELP bridge_sip_auth_failures_total REGISTERs that failed digest authentication.\n\
+             # TYPE bridge_sip_auth_failures_total counter\n\
+             bridge_sip_auth_failures_total {}\n\
+             # HELP bridge_sip_lockouts_total Sources locked out for failing authentication.\n\
+             # TYPE bridge_sip_lockouts_total counter\n\
+             bridge_sip_lockouts_total {}",
+            self.over_budget.load(Relaxed),
+            self.locked_out.load(Relaxed),
+            self.auth_failures.load(Relaxed),
+            self.lockouts.load(Relaxed),
+        );
+    }
+}
+
+/// Drops new requests from sources over budget or locked out, before the
+/// SIP stack makes a transaction for them.
+struct FloodInspector {
+    limiter: Arc<Mutex<guard::SourceLimiter>>,
+    stats: Arc<GuardStats>,
+    epoch: Instant,
+}
+
+#[async_trait::async_trait]
+impl rsipstack::transaction::endpoint::TransportEventInspector for FloodInspector {
+    async fn handle(
+        &self,
+        event: rsipstack::transport::TransportEvent,
+    ) -> Option<rsipstack::transport::TransportEvent> {
+        use rsipstack::transport::TransportEvent;
+        let TransportEvent::Incoming(rsip::SipMessage::Request(req), _, from) = &event else {
+            return Some(event);
+        };
+        // In-dialog requests (a To tag) are cheap to refuse when they match
+        // nothing, and a trunk's BYEs must never wait.
+        let in_dialog = req
+            .to_header()
+            .ok()
+            .and_then(|h| h.tag().ok().flatten())
+            .is_some();
+        let Ok(source) = from.get_socketaddr() else {
+            return Some(event);
+        };
+        if in_dialog {
+            return Some(event);
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let verdict = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_request(source.ip(), now);
+        use std::sync::atomic::Ordering::Relaxed;
+        match verdict {
+            guard::Verdict::Allow => Some(event),
+            guard::Verdict::OverBudget => {
+                let n = self.stats.over_budget.fetch_add(1, Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(%source, dropped = n + 1, "SIP requests over the per-source budget are dropped ([sip] requests_per_sec)");
+                }
+                None
+            }
+            guard::Verdict::LockedOut => {
+                self.stats.locked_out.fetch_add(1, Relaxed);
+                tracing::debug!(%source, method = %req.method, "dropped: source locked out");
+                None
+            }
+        }
+    }
+}
+
+/// Where a request came from: the top Via's `received`/`rport`, which the
+/// transport sets to the packet's source.
+fn source_of(req: &rsip::Request) -> Option<SocketAddr> {
+    let via = req.via_header().ok()?;
+    let (_, hp) =
+        rsipstack::transport::connection::SipConnection::parse_target_from_via(via).ok()?;
+    hp.try_into().ok()
 }
 
 /// An inbound call, handed to the engine once its INVITE is acceptable.
@@ -545,10 +654,41 @@ impl SipUa {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for SIP on tcp {listen}: {e}"))?;
         transport.add_transport(tcp.into());
+        let mut trusted = Vec::new();
+        for n in &cfg.trusted_networks {
+            trusted.push(
+                n.parse()
+                    .map_err(|e| anyhow::anyhow!("sip.trusted_networks: {e}"))?,
+            );
+        }
+        // Trunks send calls at their own pace: never limited.
+        for t in &cfg.trunks {
+            match tokio::net::lookup_host((t.host.as_str(), t.port)).await {
+                Ok(addrs) => trusted.extend(addrs.map(|a| crate::netguard::Cidr::host(a.ip()))),
+                Err(e) => {
+                    tracing::warn!(trunk = %t.name, "cannot resolve {}: {e}; its requests are limited like anyone's", t.host)
+                }
+            }
+        }
+        let limiter = Arc::new(Mutex::new(guard::SourceLimiter::new(guard::FloodLimits {
+            requests_per_sec: cfg.requests_per_sec,
+            burst: cfg.request_burst.max(1),
+            auth_failures: cfg.auth_failures_before_lockout,
+            lockout_ms: cfg.lockout_secs * 1000,
+            trusted,
+            max_sources: 10_000,
+        })));
+        let guard_stats = Arc::new(GuardStats::default());
+        let epoch = Instant::now();
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
             .with_transport_layer(transport)
             .with_user_agent("bridge")
+            .with_transport_inspector(Box::new(FloodInspector {
+                limiter: limiter.clone(),
+                stats: guard_stats.clone(),
+                epoch,
+            }))
             .build();
         let incoming = endpoint
             .incoming_transactions()
@@ -562,13 +702,16 @@ impl SipUa {
         tracing::info!("SIP on udp and tcp {listen}");
         Ok((
             Arc::new(SipUa {
+                nonces: guard::Nonces::new(rand::random(), cfg.nonce_lifetime_secs * 1000),
                 cfg,
                 dialogs,
                 listen,
                 public_ip,
                 ports,
                 bindings: Mutex::new(HashMap::new()),
-                nonces: Mutex::new(HashMap::new()),
+                limiter,
+                guard_stats,
+                epoch,
                 cancel,
             }),
             incoming,
@@ -993,17 +1136,17 @@ impl SipUa {
             .and_then(|h| h.typed().ok())
             .map(|t| user_of(&t.uri))
             .unwrap_or_default();
-        let Some(ext) = self.extension(&user).cloned() else {
-            tracing::warn!(%user, "REGISTER for an unknown extension: 404");
-            tx.reply(StatusCode::NotFound).await?;
-            return Ok(());
-        };
+        let source = source_of(req);
+        // An unknown user is challenged and refused exactly like a known one
+        // with a wrong password, so the registrar does not tell which
+        // extensions exist.
+        let ext = self.extension(&user).cloned();
         let auth = req.headers.iter().find_map(|h| match h {
             Header::Authorization(a) => Some(a.clone()),
             _ => None,
         });
         let Some(auth) = auth else {
-            return self.challenge(tx).await;
+            return self.challenge(tx, false).await;
         };
         let raw = auth.value().to_string();
         let typed = match rsip::typed::Authorization::parse(&raw) {
@@ -1014,27 +1157,54 @@ impl SipUa {
                 return Ok(());
             }
         };
-        let nonce_ok = {
-            let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-            nonces.retain(|_, t| t.elapsed() < Duration::from_secs(300));
-            nonces.contains_key(&typed.nonce)
+        match self.nonces.check(&typed.nonce, self.now_ms()) {
+            guard::NonceCheck::Fresh => {}
+            guard::NonceCheck::Stale => return self.challenge(tx, true).await,
+            guard::NonceCheck::Invalid => return self.challenge(tx, false).await,
+        }
+        // A made-up password for an unknown user: the digest is computed
+        // either way, so the answer takes as long.
+        let password = ext
+            .as_ref()
+            .map(|e| e.password.clone())
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+        let verified = rsipstack::dialog::authenticate::verify_digest(
+            &typed,
+            &password,
+            &Method::Register,
+            &raw,
+        );
+        let ext = match ext {
+            Some(ext)
+                if verified && typed.username == ext.number && typed.realm == self.cfg.realm =>
+            {
+                ext
+            }
+            _ => {
+                self.guard_stats
+                    .auth_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let locked = source.is_some_and(|s| {
+                    self.limiter
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .on_auth_failure(s.ip(), self.now_ms())
+                });
+                if locked {
+                    self.guard_stats
+                        .lockouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        source = ?source,
+                        "too many failed REGISTERs: source locked out for {} s ([sip] lockout_secs)",
+                        self.cfg.lockout_secs
+                    );
+                }
+                tracing::warn!(%user, source = ?source, "REGISTER with wrong credentials: 403");
+                tx.reply(StatusCode::Forbidden).await?;
+                return Ok(());
+            }
         };
-        if !nonce_ok {
-            return self.challenge(tx).await;
-        }
-        if typed.username != ext.number
-            || typed.realm != self.cfg.realm
-            || !rsipstack::dialog::authenticate::verify_digest(
-                &typed,
-                &ext.password,
-                &Method::Register,
-                &raw,
-            )
-        {
-            tracing::warn!(%user, "REGISTER with wrong credentials: 403");
-            tx.reply(StatusCode::Forbidden).await?;
-            return Ok(());
-        }
         let expires = req
             .expires_header()
             .and_then(|e| e.value().trim().parse::<u64>().ok())
@@ -1067,15 +1237,18 @@ impl SipUa {
         Ok(())
     }
 
-    async fn challenge(&self, tx: &mut Transaction) -> anyhow::Result<()> {
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        self.nonces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(nonce.clone(), Instant::now());
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A 401 with a fresh nonce (`stale` when the client's was only old: it
+    /// retries with the same credentials).
+    async fn challenge(&self, tx: &mut Transaction, stale: bool) -> anyhow::Result<()> {
+        let nonce = self.nonces.issue(self.now_ms());
         let value = format!(
-            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"",
-            self.cfg.realm
+            "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"{}",
+            self.cfg.realm,
+            if stale { ", stale=true" } else { "" }
         );
         tx.reply_with(
             StatusCode::Unauthorized,
