@@ -77,3 +77,113 @@ async fn a_bot_flooding_bad_messages_gets_budgeted_errors_and_keeps_its_call() {
     assert_eq!(dropped, refused - errors as u64, "the rest were counted");
     bridge.stop().await;
 }
+
+/// A metric's value from `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> i64 {
+    let (_, body) = http(addr, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is on /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A bot that floods audio (150 s of it at once, far past the playout cap of
+/// 5 s): the queue stays at its cap, the rest is refused with budgeted
+/// `queue_full` errors, and the call goes on until the bot hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_flooding_audio_is_held_to_the_playout_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config();
+    cfg.bot.max_playout_secs = 5;
+    let bridge = start_bridge_with(dir.path(), cfg).await;
+    let addr = bridge.addr;
+    let bot = TestBot::spawn(move |mut c| async move {
+        c.until("start", 5 * SEC).await;
+        let second = vec![1000i16; 8000];
+        for _ in 0..150 {
+            c.send_audio(&second).await;
+        }
+        // Queued: at most the cap (5 s of samples).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let queued = metric(addr, "bridge_playout_queued_samples").await;
+        assert!(queued <= 5 * 8000, "{queued} samples queued");
+        assert!(queued >= 4 * 8000, "{queued} samples queued");
+        for _ in 0..50 {
+            c.next_event(5 * SEC).await;
+        }
+        c.send(r#"{"type":"session.hangup","immediate":true}"#)
+            .await;
+        c.drain(5 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 30 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_hangup", "the call went on: {rec}");
+    let conns = bot.finished(1, 10 * SEC).await;
+    let full: Vec<_> = conns[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, BotEvent::Error { code, .. } if code == "queue_full"))
+        .collect();
+    assert!(
+        !full.is_empty() && full.len() <= 145,
+        "{} queue_full errors",
+        full.len()
+    );
+    assert_eq!(
+        metric(bridge.addr, "bridge_playout_queued_samples").await,
+        0
+    );
+    bridge.stop().await;
+}
+
+/// A 16 MiB message: refused with `message_too_large` (the protocol's limit
+/// is 1 MiB), and the call goes on; a frame past what the socket accepts at
+/// all loses the bot (the socket is closed), it never grows a buffer without
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_bot_messages_are_refused_or_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start_bridge(dir.path()).await;
+    let bot = TestBot::spawn(|mut c| async move {
+        c.until("start", 5 * SEC).await;
+        let big = format!(
+            r#"{{"type":"mark","mark":{{"name":"{}"}}}}"#,
+            "x".repeat(16 << 20)
+        );
+        c.ws.send(Message::text(big)).await.unwrap();
+        let refused = loop {
+            match c.next_event(10 * SEC).await.expect("the socket stays open") {
+                BotEvent::Error { code, .. } => break code,
+                _ => continue,
+            }
+        };
+        assert_eq!(refused, "message_too_large");
+        // Still its call: media keeps coming.
+        for _ in 0..10 {
+            c.until("media", SEC).await;
+        }
+        // 40 MiB: past the socket's own limit.
+        let _ = c.ws.send(Message::binary(vec![0u8; 40 << 20])).await;
+        c.drain(10 * SEC).await;
+        c
+    })
+    .await;
+    let logid = dial(
+        bridge.addr,
+        json!({"customer_no": "+99910001", "wss_url": bot.url()}),
+    )
+    .await;
+    let rec = wait_final(bridge.addr, logid, 30 * SEC).await;
+    assert_eq!(rec["end_reason"], "bot_lost", "{rec}");
+    bot.finished(1, 10 * SEC).await;
+    bridge.stop().await;
+}

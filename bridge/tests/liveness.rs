@@ -121,8 +121,9 @@ async fn max_duration_ends_the_call() {
 }
 
 /// A server that accepts TCP connections but never answers the WebSocket
-/// handshake: the bridge gives up after `connect_timeout_ms` and the call
-/// fails as `bot_unreachable`, whether the socket was opened at dial or at answer.
+/// handshake, or for `wss://` the TLS handshake: the bridge gives up after
+/// `connect_timeout_ms` and the call fails as `bot_unreachable`, whether the
+/// socket was opened at dial or at answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bot_that_never_finishes_the_handshake_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +131,7 @@ async fn bot_that_never_finishes_the_handshake_is_unreachable() {
     let bridge = start_bridge_with(dir.path(), cfg).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/bot", listener.local_addr().unwrap());
+    let at = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     let mute = tokio::spawn(async move {
@@ -141,7 +142,8 @@ async fn bot_that_never_finishes_the_handshake_is_unreachable() {
         }
     });
 
-    for (n, after_answer) in [(1, "1"), (2, "0")] {
+    for (n, scheme, after_answer) in [(1, "ws", "1"), (2, "ws", "0"), (3, "wss", "1")] {
+        let url = format!("{scheme}://{at}/bot");
         let logid = dial(
             bridge.addr,
             json!({"customer_no": "+99910001", "wss_url": url, "connect_ws_after_answer": after_answer}),
