@@ -282,3 +282,67 @@ async fn a_request_flood_is_held_to_its_budget() {
     assert_eq!(status(&a), 200, "{a}");
     bridge.stop().await;
 }
+
+/// RTP from another address in the middle of a call (an attacker guessing
+/// the port, or injecting audio) is ignored: the bot hears only the phone,
+/// and the packets are counted on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_from_another_address_is_not_heard() {
+    use codecs::g711::Law;
+    let dir = tempfile::tempdir().unwrap();
+    let bot = TestBot::listener(10 * SEC).await;
+    let toml = format!(
+        "[[dids]]\nnumber = \"+15550002000\"\nbot_url = \"{}\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
+    let mut phone =
+        common::phone::SipPhone::call(bridge.sip_addr.unwrap(), "+15550002000", "+15557650001")
+            .await;
+    let intruder = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    // The phone says a quiet tone (μ-law 0xF0); the intruder the loudest
+    // negative sample there is (0x00), with its own SSRC, interleaved.
+    let (phone_code, intruder_code) = (0xF0u8, 0x00u8);
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    for n in 0..100u32 {
+        clock.tick().await;
+        phone.send_rtp(n == 0, 0, 160 * n, &[phone_code; 160]).await;
+        if n >= 10 {
+            let mut pkt = vec![0x80, 0, 0, n as u8, 0, 0, 0, 0, 0xBA, 0xD0, 0xBA, 0xD0];
+            pkt[4..8].copy_from_slice(&(160 * n).to_be_bytes());
+            pkt.extend_from_slice(&[intruder_code; 160]);
+            intruder.send_to(&pkt, phone.remote_rtp).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    phone.hang_up().await;
+
+    let conns = bot.finished(1, 10 * SEC).await;
+    let samples: Vec<i16> = conns[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            protocol::BotEvent::Media { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .flat_map(|p| p.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])))
+        .collect();
+    let phone_sample = Law::Ulaw.decode(phone_code);
+    let intruder_sample = Law::Ulaw.decode(intruder_code);
+    let heard_phone = samples.iter().filter(|&&s| s == phone_sample).count();
+    assert!(
+        heard_phone >= 90 * 160,
+        "the bot heard the phone: {heard_phone} samples"
+    );
+    assert!(
+        !samples.contains(&intruder_sample),
+        "the bot heard the intruder"
+    );
+    let ignored = metric(
+        bridge.addr,
+        "bridge_frames_dropped_total{reason=\"rtp_unexpected_source\"}",
+    )
+    .await;
+    assert_eq!(ignored, 90, "every intruding packet counted");
+    bridge.stop().await;
+}
