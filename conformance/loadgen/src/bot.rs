@@ -148,7 +148,11 @@ async fn session(shared: Arc<Shared>, tcp: TcpStream) {
                         match &call {
                             Some(c) if c.index == index => {
                                 if c.bot_got.insert(counter) {
-                                    if let Some(sent) = c.phone_sent.get(counter) {
+                                    if let Some(sent) = c
+                                        .phone_sent
+                                        .get(counter)
+                                        .filter(|_| c.keeps_latency(counter))
+                                    {
                                         t.latency.push((counter, now.saturating_sub(sent)));
                                     }
                                     echoed = Some(counter);

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use crate::stats::{Bitmap, SendRing};
@@ -25,12 +25,15 @@ pub struct Call {
     pub index: u32,
     /// The call's RTP socket.
     pub socket: Arc<tokio::net::UdpSocket>,
-    /// Where the bridge wants our RTP (from its SDP answer).
-    pub remote: OnceLock<SocketAddr>,
+    /// Where the bridge wants our RTP (from its SDP answer); a soak places
+    /// call after call on the same slot, each with its own.
+    pub remote: RwLock<Option<SocketAddr>>,
     /// The clock sends this call's frames while set.
     pub sending: AtomicBool,
     /// Counter of the next frame to send.
     pub next_frame: AtomicU32,
+    /// Counter of the current call's first frame (it carries the marker bit).
+    pub first_frame: AtomicU32,
     /// When the phone sent each frame.
     pub phone_sent: SendRing,
     /// When the bot echoed each frame.
@@ -49,6 +52,9 @@ pub struct Call {
     pub talk_frames: u32,
     /// ...then pauses for this many (quiet frames without an id).
     pub pause_frames: u32,
+    /// Latency is kept for one frame in this many (1: every frame; a soak
+    /// keeps fewer so an hour's samples stay small).
+    pub latency_every: u32,
 }
 
 impl Call {
@@ -62,9 +68,10 @@ impl Call {
         Call {
             index,
             socket,
-            remote: OnceLock::new(),
+            remote: RwLock::new(None),
             sending: AtomicBool::new(false),
             next_frame: AtomicU32::new(0),
+            first_frame: AtomicU32::new(0),
             phone_sent: SendRing::default(),
             bot_sent: SendRing::default(),
             phone_sent_ok: Bitmap::new(frames),
@@ -74,7 +81,18 @@ impl Call {
             bot: Mutex::new(BotTally::default()),
             talk_frames,
             pause_frames,
+            latency_every: 1,
         }
+    }
+
+    /// Whether frame `counter`'s latency is kept.
+    pub fn keeps_latency(&self, counter: u32) -> bool {
+        counter.is_multiple_of(self.latency_every.max(1))
+    }
+
+    /// Where the bridge wants this slot's RTP now.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        *self.remote.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether frame `counter` is speech (carries an id) rather than a pause.

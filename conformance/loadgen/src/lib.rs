@@ -90,6 +90,24 @@ pub struct Options {
     pub pause: Duration,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Run as a soak: calls end and start all the time, for this long.
+    pub soak: Option<Soak>,
+}
+
+/// A soak's shape: after the ramp, every call slot places call after call
+/// (each held for a random time between `call_min` and `call_max`) until
+/// `duration` has passed, while the bridge's RSS and descriptors are read
+/// every `sample_every`.
+#[derive(Debug, Clone)]
+pub struct Soak {
+    /// How long the hold lasts.
+    pub duration: Duration,
+    /// Shortest call.
+    pub call_min: Duration,
+    /// Longest call.
+    pub call_max: Duration,
+    /// How often the bridge is read.
+    pub sample_every: Duration,
 }
 
 impl Options {
@@ -111,6 +129,15 @@ impl Options {
             talk: Duration::from_millis(400),
             pause: Duration::from_millis(100),
             progress: false,
+            soak: None,
+        }
+    }
+
+    /// The longest the run may send frames on one call slot.
+    fn span(&self) -> Duration {
+        match &self.soak {
+            Some(s) => self.ramp + s.duration + s.call_max + self.setup_timeout,
+            None => self.ramp + self.hold + self.setup_timeout,
         }
     }
 
@@ -129,9 +156,16 @@ impl Options {
                 self.calls
             );
         }
-        let span = self.ramp + self.hold + self.setup_timeout;
-        if span.as_secs_f64() * 50.0 >= frameid::MAX_FRAMES as f64 {
-            bail!("ramp + hold must stay under 80 minutes");
+        if self.span().as_secs_f64() * 50.0 >= frameid::MAX_FRAMES as f64 {
+            bail!("ramp + hold (or soak + the longest call) must stay under 80 minutes");
+        }
+        if let Some(s) = &self.soak {
+            if s.call_min > s.call_max || s.call_min < Duration::from_secs(2) {
+                bail!("soak calls must last at least 2 s, and the shortest no longer than the longest");
+            }
+            if s.sample_every.is_zero() {
+                bail!("--sample-secs must be above 0");
+            }
         }
         if self.talk.as_millis() < 20 {
             bail!("the bot's talk spurts must last at least 20 ms");
@@ -162,6 +196,34 @@ fn progress(opts: &Options, text: std::fmt::Arguments<'_>) {
     }
 }
 
+/// A soak's readings, summed up.
+fn soak_figures(
+    soak: &Soak,
+    series: Vec<report::SoakSample>,
+    placed: usize,
+) -> report::SoakFigures {
+    // Warm-up: the first tenth of the hold (buffers, pools and caches
+    // settle); after it, memory and descriptors should stay flat.
+    let warm = soak.duration.as_secs() / 10;
+    let after = series.iter().find(|x| x.at_secs >= warm);
+    let last = series.last();
+    let rss_after = after.and_then(|x| x.rss_kib);
+    let rss_last = last.and_then(|x| x.rss_kib);
+    report::SoakFigures {
+        call_secs: (soak.call_min.as_secs_f64(), soak.call_max.as_secs_f64()),
+        calls_placed: placed as u64,
+        rss_after_warmup_kib: rss_after,
+        rss_last_kib: rss_last,
+        rss_growth_after_warmup_percent: match (rss_after, rss_last) {
+            (Some(a), Some(b)) if a > 0 => Some(round2((b as f64 - a as f64) * 100.0 / a as f64)),
+            _ => None,
+        },
+        fds_after_warmup: after.and_then(|x| x.fds),
+        fds_last: last.and_then(|x| x.fds),
+        series,
+    }
+}
+
 /// Runs the calls against the bridge, with `bot` as the bot side.
 pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     opts.check()?;
@@ -169,9 +231,7 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     let n = opts.calls;
 
     // Sockets first: a port in use is an error before anything is sent.
-    let frames_cap = ((opts.ramp + opts.hold + opts.setup_timeout + Duration::from_secs(10))
-        .as_secs_f64()
-        * 50.0) as u32;
+    let frames_cap = ((opts.span() + Duration::from_secs(10)).as_secs_f64() * 50.0) as u32;
     let frames = |d: Duration| (d.as_millis() / 20) as u32;
     let (talk, pause) = (frames(opts.talk), frames(opts.pause));
     let mut calls = Vec::with_capacity(n as usize);
@@ -181,12 +241,17 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
         let sock = tokio::net::UdpSocket::bind(addr).await.with_context(|| {
             format!("cannot bind RTP port {addr} (call {i}); try another --rtp-base")
         })?;
-        calls.push(Arc::new(Call::new(
+        let mut call = Call::new(
             i,
             Arc::new(sock),
             frames_cap.min(frameid::MAX_FRAMES),
             (talk, pause),
-        )));
+        );
+        if opts.soak.is_some() {
+            // One latency sample per call per second keeps an hour small.
+            call.latency_every = 50;
+        }
+        calls.push(Arc::new(call));
     }
     if shared.calls.set(calls.clone()).is_err() {
         bail!("a Bot serves one run only");
@@ -261,13 +326,22 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
         .iter()
         .map(|c| {
             let at = t0 + opts.ramp.mul_f64(c.index as f64 / n as f64);
-            tokio::spawn(uac::run_call(
+            let (plan, c, setup_tx, hang_up) = (
                 plan.clone(),
                 c.clone(),
-                at,
                 setup_tx.clone(),
                 hang_up_rx.clone(),
-            ))
+            );
+            let soak = opts.soak.clone();
+            tokio::spawn(async move {
+                match soak {
+                    Some(s) => {
+                        uac::run_slot(plan, c, at, setup_tx, hang_up, (s.call_min, s.call_max))
+                            .await
+                    }
+                    None => vec![uac::run_call(plan, c, at, setup_tx, hang_up).await],
+                }
+            })
         })
         .collect();
     drop(setup_tx);
@@ -308,15 +382,64 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     let hold_start = Instant::now();
     let cpu_a = pid.and_then(procfs::CpuSample::take);
     let self_a = procfs::CpuSample::take(std::process::id());
-    let hold_end = hold_start + opts.hold;
+    let hold = opts.soak.as_ref().map_or(opts.hold, |s| s.duration);
+    let hold_end = hold_start + hold;
     progress(
         &opts,
         format_args!(
-            "hold: {:.1} s with {established} calls up",
-            opts.hold.as_secs_f64()
+            "hold: {:.1} s with {established} calls up{}",
+            hold.as_secs_f64(),
+            if opts.soak.is_some() {
+                ", each replaced as it ends"
+            } else {
+                ""
+            }
         ),
     );
-    sleep_until(hold_end).await;
+    let mut series = Vec::new();
+    match &opts.soak {
+        None => sleep_until(hold_end).await,
+        Some(soak) => {
+            // Read the bridge every `sample_every`; count the re-dialled
+            // calls' setups as they come.
+            let mut answered = established as u64;
+            let mut next = hold_start;
+            loop {
+                tokio::select! {
+                    s = setup_rx.recv() => {
+                        if let Some(Setup::Established(_)) = s {
+                            answered += 1;
+                        }
+                        continue;
+                    }
+                    _ = sleep_until(next.min(hold_end)) => {}
+                }
+                let sample = report::SoakSample {
+                    at_secs: hold_start.elapsed().as_secs(),
+                    rss_kib: pid.and_then(procfs::rss_kib),
+                    fds: pid.and_then(procfs::fd_count),
+                    bot_sessions: shared.active() as u64,
+                    calls_answered: answered,
+                };
+                progress(
+                    &opts,
+                    format_args!(
+                        "soak: {:>5} s  RSS {} KiB  fds {}  bot sessions {}  calls answered {}",
+                        sample.at_secs,
+                        sample.rss_kib.map_or("n/a".into(), |v| v.to_string()),
+                        sample.fds.map_or("n/a".into(), |v| v.to_string()),
+                        sample.bot_sessions,
+                        sample.calls_answered
+                    ),
+                );
+                series.push(sample);
+                if Instant::now() >= hold_end {
+                    break;
+                }
+                next += soak.sample_every;
+            }
+        }
+    }
     let cpu_b = pid.and_then(procfs::CpuSample::take);
     let self_b = procfs::CpuSample::take(std::process::id());
     let rss_end = pid.and_then(procfs::rss_kib);
@@ -331,7 +454,7 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     let _ = hang_up_tx.send(true);
     let mut outcomes: Vec<CallOutcome> = Vec::with_capacity(n as usize);
     for t in tasks {
-        outcomes.push(t.await.context("a call task failed")?);
+        outcomes.extend(t.await.context("a call task failed")?);
     }
     let settle = Instant::now() + Duration::from_secs(5);
     while shared.active() > 0 && Instant::now() < settle {
@@ -360,7 +483,7 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
             hold_secs: opts.hold.as_secs_f64(),
         },
         calls: Calls {
-            attempted: n,
+            attempted: outcomes.len() as u32,
             established: 0,
             failed: 0,
             dropped_by_bridge: 0,
@@ -396,13 +519,15 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
             },
             send_lateness: Spread::of(&mut clock.lateness),
         },
+        soak: opts.soak.as_ref().map(|s| soak_figures(s, series, outcomes.len())),
         passed: false,
         problems: Vec::new(),
     };
     let mut setups = Vec::new();
     let (mut lat_p2b, mut lat_b2p, mut lat_b2p_all) = (Vec::new(), Vec::new(), Vec::new());
     let mut bot_errors = Vec::new();
-    for (o, (call, r)) in outcomes.iter().zip(calls.iter().zip(&rx)) {
+    // What each slot's phone and bot saw, over all its calls.
+    for (call, r) in calls.iter().zip(&rx) {
         let bot = call.bot().clone();
         let t = &mut report.totals;
         t.rtp_packets_sent += call.next_frame.load(std::sync::atomic::Ordering::Acquire) as u64;
@@ -420,7 +545,12 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
         report.phone_to_bot.misrouted += bot.misrouted;
         report.bot_to_phone.duplicates += r.duplicates;
         report.bot_to_phone.misrouted += r.misrouted;
-
+    }
+    // Each call's frames, in its own window.
+    for o in &outcomes {
+        let call = &calls[o.index as usize];
+        let r = &rx[o.index as usize];
+        let bot = call.bot();
         if let Some(why) = &o.failure {
             report.calls.failed += 1;
             *report.calls.failures.entry(why.clone()).or_default() += 1;
@@ -437,10 +567,10 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
             report.calls.bye_unanswered += 1;
         }
         let Some(last) = o.last_frame else { continue };
-        if last < 2 * EDGE_FRAMES {
+        if last < o.first_frame + 2 * EDGE_FRAMES {
             continue;
         }
-        let window = EDGE_FRAMES..=last - EDGE_FRAMES;
+        let window = o.first_frame + EDGE_FRAMES..=last - EDGE_FRAMES;
         let p = &mut report.phone_to_bot;
         p.frames_sent += call.phone_sent_ok.count(window.clone());
         p.frames_received += call.phone_sent_ok.count_both(&call.bot_got, window.clone());

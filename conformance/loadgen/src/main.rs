@@ -66,6 +66,21 @@ struct Cli {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Soak: instead of holding every call, keep --calls calls up for this
+    /// many seconds with churn (each call ends after --call-secs-min to
+    /// --call-secs-max and another takes its place), reading the bridge's RSS
+    /// and file descriptors every --sample-secs.
+    #[arg(long)]
+    soak_secs: Option<f64>,
+    /// Shortest soak call, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    call_secs_min: f64,
+    /// Longest soak call, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    call_secs_max: f64,
+    /// Seconds between readings of the bridge during a soak.
+    #[arg(long, default_value_t = 60.0)]
+    sample_secs: f64,
 }
 
 fn secs(v: f64, name: &str) -> Result<Duration, String> {
@@ -76,13 +91,23 @@ fn secs(v: f64, name: &str) -> Result<Duration, String> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let durations = (|| {
+        let soak = match cli.soak_secs {
+            Some(d) => Some(loadgen::Soak {
+                duration: secs(d, "soak-secs")?,
+                call_min: secs(cli.call_secs_min, "call-secs-min")?,
+                call_max: secs(cli.call_secs_max, "call-secs-max")?,
+                sample_every: secs(cli.sample_secs, "sample-secs")?,
+            }),
+            None => None,
+        };
         Ok::<_, String>((
             secs(cli.ramp_secs, "ramp-secs")?,
             secs(cli.hold_secs, "hold-secs")?,
             secs(cli.setup_timeout_secs, "setup-timeout-secs")?,
+            soak,
         ))
     })();
-    let (ramp, hold, setup_timeout) = match durations {
+    let (ramp, hold, setup_timeout, soak) = match durations {
         Ok(d) => d,
         Err(e) => {
             eprintln!("loadgen: {e}");
@@ -101,6 +126,7 @@ async fn main() -> ExitCode {
     opts.talk = Duration::from_millis(cli.talk_ms);
     opts.pause = Duration::from_millis(cli.pause_ms);
     opts.progress = !cli.quiet;
+    opts.soak = soak;
 
     let report = match loadgen::run(opts).await {
         Ok(r) => r,

@@ -38,6 +38,11 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Open file descriptors of a process (sockets, files, pipes).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// A CPU reading of one process.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuSample {

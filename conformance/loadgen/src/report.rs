@@ -30,6 +30,9 @@ pub struct Report {
     pub bridge: BridgeFigures,
     /// The load generator itself.
     pub loadgen: LoadgenFigures,
+    /// A soak's figures over time (`--soak-secs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakFigures>,
     /// True when every call was established and no frame was lost.
     pub passed: bool,
     /// Why it did not pass.
@@ -77,6 +80,44 @@ pub struct SetupFigures {
     pub rate_per_sec: Option<f64>,
     /// INVITE → 200 OK.
     pub time: Option<Spread>,
+}
+
+/// A soak: calls ending and starting all the time for a long hold, and the
+/// bridge's memory and descriptors read as it goes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakFigures {
+    /// Each call lasted between these many seconds (drawn at random).
+    pub call_secs: (f64, f64),
+    /// Calls placed over the whole run.
+    pub calls_placed: u64,
+    /// One reading every `--sample-secs`.
+    pub series: Vec<SoakSample>,
+    /// RSS at the first reading after warm-up (a tenth of the hold), and at
+    /// the last, KiB, and the growth between them in percent.
+    pub rss_after_warmup_kib: Option<u64>,
+    /// See above.
+    pub rss_last_kib: Option<u64>,
+    /// See above.
+    pub rss_growth_after_warmup_percent: Option<f64>,
+    /// Descriptors at the first reading after warm-up and at the last.
+    pub fds_after_warmup: Option<u64>,
+    /// See above.
+    pub fds_last: Option<u64>,
+}
+
+/// One reading during a soak.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SoakSample {
+    /// Seconds since the hold began.
+    pub at_secs: u64,
+    /// Bridge RSS, KiB.
+    pub rss_kib: Option<u64>,
+    /// Bridge open descriptors.
+    pub fds: Option<u64>,
+    /// Bot sessions open.
+    pub bot_sessions: u64,
+    /// Calls answered so far.
+    pub calls_answered: u64,
 }
 
 /// Frames one way.
@@ -289,6 +330,46 @@ impl Report {
             "".into(),
             ms(&b.latency_as_played, |s| s.max_ms),
         );
+
+        if let Some(sk) = &self.soak {
+            let _ = writeln!(
+                o,
+                "\nSoak: calls of {:.0}-{:.0} s, {} placed",
+                sk.call_secs.0, sk.call_secs.1, sk.calls_placed
+            );
+            let _ = writeln!(
+                o,
+                "  {:>8} {:>12} {:>8} {:>13} {:>15}",
+                "at (s)", "RSS (KiB)", "fds", "bot sessions", "calls answered"
+            );
+            let show = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
+            for x in &sk.series {
+                let _ = writeln!(
+                    o,
+                    "  {:>8} {:>12} {:>8} {:>13} {:>15}",
+                    x.at_secs,
+                    show(x.rss_kib),
+                    show(x.fds),
+                    x.bot_sessions,
+                    x.calls_answered
+                );
+            }
+            row(
+                &mut o,
+                "RSS after warm-up -> last (KiB)",
+                format!(
+                    "{} -> {} ({})",
+                    show(sk.rss_after_warmup_kib),
+                    show(sk.rss_last_kib),
+                    opt(sk.rss_growth_after_warmup_percent, " %")
+                ),
+            );
+            row(
+                &mut o,
+                "descriptors after warm-up -> last",
+                format!("{} -> {}", show(sk.fds_after_warmup), show(sk.fds_last)),
+            );
+        }
 
         let _ = writeln!(o, "\nWhole calls");
         let x = &self.totals;

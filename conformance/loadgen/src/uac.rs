@@ -201,14 +201,15 @@ pub async fn media_clock(
             if !call.sending.load(Ordering::Acquire) {
                 continue;
             }
-            let Some(remote) = call.remote.get() else {
+            let Some(remote) = call.remote() else {
                 continue;
             };
             let counter = call.next_frame.load(Ordering::Relaxed);
             if counter >= MAX_FRAMES {
                 continue;
             }
-            rtp::write_header(&mut pkt, counter == 0, 0, *seq, *ts, *ssrc);
+            let first = call.first_frame.load(Ordering::Relaxed) == counter;
+            rtp::write_header(&mut pkt, first, 0, *seq, *ts, *ssrc);
             let speech = call.speaks(counter);
             if speech {
                 framer.write(frameid::make_id(call.index, counter), &mut payload);
@@ -217,7 +218,7 @@ pub async fn media_clock(
             } else {
                 pkt[rtp::HEADER..].copy_from_slice(framer.quiet());
             }
-            match call.socket.try_send_to(&pkt, *remote) {
+            match call.socket.try_send_to(&pkt, remote) {
                 Ok(_) if speech => {
                     call.phone_sent_ok.insert(counter);
                 }
@@ -300,7 +301,11 @@ pub async fn rtp_receiver(
         match id {
             Some((index, counter)) if index == call.index => {
                 if call.phone_got.insert(counter) {
-                    if let Some(sent) = call.bot_sent.get(counter) {
+                    if let Some(sent) = call
+                        .bot_sent
+                        .get(counter)
+                        .filter(|_| call.keeps_latency(counter))
+                    {
                         t.latency
                             .push((counter, now.saturating_sub(sent), after_silence));
                     }
@@ -341,6 +346,8 @@ pub struct CallOutcome {
     pub dropped: bool,
     /// Our BYE got a final answer (None when no BYE was sent).
     pub bye_answered: Option<bool>,
+    /// The counter of the first frame this call sent.
+    pub first_frame: u32,
     /// The counter of the last frame sent, when any was.
     pub last_frame: Option<u32>,
 }
@@ -373,6 +380,7 @@ pub async fn run_call(
         failure: None,
         dropped: false,
         bye_answered: None,
+        first_frame: 0,
         last_frame: None,
     };
     sleep_until(start_at).await;
@@ -456,7 +464,9 @@ pub async fn run_call(
     let _ = setup_tx.send(Setup::Established(now - sent_at));
 
     // Media until the hold ends or the bridge hangs up.
-    let _ = call.remote.set(remote);
+    *call.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
+    out.first_frame = call.next_frame.load(Ordering::Acquire);
+    call.first_frame.store(out.first_frame, Ordering::Relaxed);
     call.sending.store(true, Ordering::Release);
     loop {
         tokio::select! {
@@ -475,7 +485,11 @@ pub async fn run_call(
         }
     }
     call.sending.store(false, Ordering::Release);
-    out.last_frame = call.next_frame.load(Ordering::Acquire).checked_sub(1);
+    out.last_frame = call
+        .next_frame
+        .load(Ordering::Acquire)
+        .checked_sub(1)
+        .filter(|l| *l >= out.first_frame);
 
     if !out.dropped {
         let bye = dialog.bye(&ok, 2);
@@ -515,4 +529,50 @@ pub async fn run_call(
     }
     ep.unregister(&dialog.call_id);
     out
+}
+
+/// A soak's call slot: from `start_at`, call after call until `end` turns
+/// true, each hung up after a time drawn between `length.0` and `length.1`
+/// (so calls end and start all the time), the next placed at once (a second
+/// later after a failure). Every call's setup is reported on `setup_tx`.
+pub async fn run_slot(
+    plan: Arc<CallPlan>,
+    call: Arc<Call>,
+    start_at: Instant,
+    setup_tx: mpsc::UnboundedSender<Setup>,
+    mut end: watch::Receiver<bool>,
+    length: (Duration, Duration),
+) -> Vec<CallOutcome> {
+    let mut outcomes = Vec::new();
+    let mut at = start_at;
+    loop {
+        tokio::select! {
+            _ = sleep_until(at) => {}
+            _ = async { end.wait_for(|e| *e).await.map(|_| ()) } => break,
+        }
+        let span = length.1.saturating_sub(length.0);
+        let hold = length.0 + span.mul_f64(rand::random::<f64>());
+        let (hang_up_tx, hang_up) = watch::channel(false);
+        let mut end2 = end.clone();
+        let timer = tokio::spawn(async move {
+            tokio::select! {
+                _ = sleep_until(at + hold) => {}
+                _ = async { end2.wait_for(|e| *e).await.map(|_| ()) } => {}
+            }
+            let _ = hang_up_tx.send(true);
+        });
+        let o = run_call(plan.clone(), call.clone(), at, setup_tx.clone(), hang_up).await;
+        timer.abort();
+        at = Instant::now()
+            + if o.failure.is_some() {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+        outcomes.push(o);
+        if *end.borrow() {
+            break;
+        }
+    }
+    outcomes
 }
