@@ -26,6 +26,10 @@ pub struct Metrics {
     pub calls_refused_shutdown: AtomicU64,
     /// `error` events not sent: a bot refused faster than the error budget.
     pub bot_errors_dropped: AtomicU64,
+    /// Keys sent to bots / keys bots sent.
+    pub dtmf_to_bot: AtomicU64,
+    /// See above.
+    pub dtmf_from_bot: AtomicU64,
     /// Media events queued towards bots and not yet written (all calls).
     pub bot_backlog_frames: AtomicI64,
     /// Bot audio queued for playout, in samples (all calls).
@@ -91,6 +95,8 @@ impl Metrics {
             now.errors_dropped,
         );
         add(&self.bot_messages_refused, before.refused, now.refused);
+        add(&self.dtmf_to_bot, before.dtmf_to_bot, now.dtmf_to_bot);
+        add(&self.dtmf_from_bot, before.dtmf_from_bot, now.dtmf_from_bot);
     }
 
     /// Moves a gauge from one call's old value to its new one.
@@ -200,6 +206,15 @@ impl Metrics {
             "counter",
             "RTP packets sent (counted when calls end).",
             r(&self.rtp_packets_out).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bridge_dtmf_total DTMF keys, by direction.\n\
+             # TYPE bridge_dtmf_total counter\n\
+             bridge_dtmf_total{{direction=\"to_bot\"}} {}\n\
+             bridge_dtmf_total{{direction=\"from_bot\"}} {}",
+            r(&self.dtmf_to_bot),
+            r(&self.dtmf_from_bot)
         );
         let _ = writeln!(
             out,

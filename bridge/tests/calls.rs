@@ -269,6 +269,15 @@ async fn dtmf_both_ways() {
     let mut got = vec![];
     det.push(&heard, &mut got);
     assert_eq!(got, vec!['5', '9', '#']);
+    // Both ways counted on /metrics.
+    let (_, body) = http(bridge.addr, "GET", "/metrics", Some(TOKEN), None).await;
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "bridge_dtmf_total{direction=\"to_bot\"} 4",
+        "bridge_dtmf_total{direction=\"from_bot\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
     bridge.stop().await;
 }
 

@@ -99,6 +99,10 @@ pub struct SessionStats {
     pub errors_dropped: u64,
     /// 20 ms frames that carried bot audio to the phone.
     pub frames_played: u64,
+    /// Keys the phone pressed that were sent to the bot.
+    pub dtmf_to_bot: u64,
+    /// Keys the bot sent for the phone.
+    pub dtmf_from_bot: u64,
 }
 
 /// `error` events a bot may be sent at once; the budget refills by one a
@@ -357,6 +361,8 @@ impl CallSession {
     /// A digit the phone pressed.
     pub fn on_phone_dtmf(&mut self, digit: char, duration_ms: u32) {
         if self.bot == BotState::Started {
+            tracing::debug!(stream_sid = %self.start.stream_sid, %digit, duration_ms, "dtmf to the bot");
+            self.stats.dtmf_to_bot += 1;
             self.emit(&Event::Dtmf { digit, duration_ms }, false);
         }
     }
@@ -417,6 +423,8 @@ impl CallSession {
                 self.emit_reached_marks();
             }
             Command::Dtmf { digits } => {
+                tracing::debug!(stream_sid = %self.start.stream_sid, %digits, "dtmf from the bot");
+                self.stats.dtmf_from_bot += digits.chars().count() as u64;
                 if self.cfg.inband_dtmf {
                     self.play_dtmf_tones(&digits);
                 } else {
