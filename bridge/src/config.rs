@@ -391,6 +391,10 @@ pub struct ServerConfig {
     /// On SIGTERM or Ctrl-C: how long live calls may go on (new ones are
     /// refused) before they are ended with reason `shutdown`.
     pub drain_secs: u64,
+    /// Serve the API over HTTPS with this PEM certificate chain...
+    pub tls_cert_file: Option<PathBuf>,
+    /// ...and this PEM private key (both, or neither).
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -398,6 +402,8 @@ impl Default for ServerConfig {
         ServerConfig {
             public_url: None,
             drain_secs: 5,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -481,6 +487,11 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         let guard = crate::netguard::Guard::new(&cfg.outbound.allow_networks)
             .map_err(|e| format!("outbound.allow_networks: {e}"))?;
+        if cfg.server.tls_cert_file.is_some() != cfg.server.tls_key_file.is_some() {
+            return Err(
+                "server: give both tls_cert_file and tls_key_file for HTTPS, or neither".into(),
+            );
+        }
         for n in &cfg.sip.trusted_networks {
             n.parse::<crate::netguard::Cidr>()
                 .map_err(|e| format!("sip.trusted_networks: {e}"))?;

@@ -107,6 +107,15 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
     let addr = listener.local_addr()?;
+    let tls = match (
+        &opts.config.server.tls_cert_file,
+        &opts.config.server.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(api::listener::tls_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listener = api::listener::ApiListener::new(listener, tls)?;
     let public_url = opts
         .config
         .server
@@ -116,9 +125,9 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         .unwrap_or_else(|| {
             // A wildcard listen address is no place to fetch from: name the host.
             if addr.ip().is_unspecified() {
-                format!("http://localhost:{}", addr.port())
+                format!("{scheme}://localhost:{}", addr.port())
             } else {
-                format!("http://{addr}")
+                format!("{scheme}://{addr}")
             }
         });
     let app = api::router(Arc::new(AppState {

@@ -353,5 +353,40 @@ async fn http_layer_errors_are_json() {
     .await;
     assert_eq!(status, 405);
     assert_eq!(v["status"], false, "{v}");
+    // What hyper refuses before any handler runs: a 70 KB URI, 500 KB of
+    // headers, a request line that is not HTTP.
+    let raw = [
+        (
+            format!(
+                "GET /api/call_logs?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            414,
+            "URI is too long",
+        ),
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(500_000)
+            ),
+            431,
+            "headers are too large",
+        ),
+        ("GARBAGE\r\n\r\n".to_string(), 400, "could not be read"),
+    ];
+    for (request, want, says) in raw {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(bridge.addr).await.unwrap();
+        let _ = s.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(SEC * 5, s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an answer");
+        assert!(head.starts_with(&format!("HTTP/1.1 {want} ")), "{head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(v["status"], false, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{v}");
+    }
     bridge.stop().await;
 }

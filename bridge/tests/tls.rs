@@ -28,6 +28,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// A test CA (its certificate as PEM) and a server certificate it signed.
 struct Pki {
     ca_pem: String,
+    /// The server certificate and its key, as PEM files hold them.
+    server_pem: String,
+    key_pem: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivateKeyDer<'static>,
 }
@@ -58,6 +61,8 @@ fn make_pki(names: &[&str]) -> Pki {
 
     Pki {
         ca_pem: ca.pem(),
+        server_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
         server_chain: vec![cert.der().clone()],
         server_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     }
@@ -277,6 +282,82 @@ async fn wss_bot_with_a_certificate_for_another_host_is_unreachable() {
             .any(|e| e.contains("BadCertificate")),
         "the bridge rejected the certificate's name: {:?}",
         seen.handshake_errors
+    );
+    bridge.stop().await;
+}
+
+/// The REST API over HTTPS: with `[server] tls_cert_file`/`tls_key_file` the
+/// API answers a client that trusts the CA, recording URLs say `https://`,
+/// and a plain-HTTP request gets no API answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(&["127.0.0.1"]);
+    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api.key"));
+    std::fs::write(&cert, &pki.server_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    let toml = format!(
+        "[server]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let config = bridge::config::Config::parse(&toml).unwrap();
+    let data = dir.path().join("data");
+    let bridge = bridge::server::start(bridge::server::Options {
+        http: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data,
+        api_token: Some(TOKEN.into()),
+        sip: None,
+        config,
+    })
+    .await
+    .unwrap();
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://{}", bridge.addr);
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let answer: Value = client
+        .post(format!("{base}/api/dial_by_aivoicebot"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"customer_no": "+99910001", "wss_url": "ws://127.0.0.1:9/"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], true, "{answer}");
+    let logid = answer["data"]["logid"].as_i64().unwrap();
+    // The call fails (nothing at :9), but its log is there, with an https
+    // recording base if it recorded anything.
+    let rec: Value = client
+        .get(format!("{base}/api/get_call_status?logid={logid}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = rec["data"]["recording_url"].as_str().unwrap_or("");
+    assert!(url.is_empty() || url.starts_with("https://"), "{rec}");
+
+    // Plain HTTP to the HTTPS port: no API answer.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(15),
+        reqwest::Client::new()
+            .get(format!("http://{}/healthz", bridge.addr))
+            .send(),
+    )
+    .await
+    .expect("the plain request ends");
+    assert!(
+        plain.map(|r| r.status() != 200).unwrap_or(true),
+        "plain HTTP was answered"
     );
     bridge.stop().await;
 }

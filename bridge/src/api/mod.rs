@@ -1,6 +1,8 @@
 //! The REST API (IVR Solutions surface): placing bot calls and reading call logs,
 //! with the seed spec's request fields, response shapes and error bodies.
 
+pub mod listener;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
