@@ -282,6 +282,12 @@ pub struct BotConfig {
     pub allow_insecure_ws: bool,
     /// Extra CA certificates (PEM) trusted for `wss://`, beside the web PKI roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// `wss://` hosts whose certificate is not verified at all (TLS still
+    /// encrypts). For a lab bot with a self-signed certificate; prefer a pin.
+    pub insecure_hosts: Vec<String>,
+    /// `wss://` hosts whose certificate must be one of these, by SHA-256 of
+    /// the certificate (`sha256/` + base64, or hex), instead of a CA's word.
+    pub pinned_certs: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for BotConfig {
@@ -295,6 +301,8 @@ impl Default for BotConfig {
             hangup_drain_secs: 5,
             allow_insecure_ws: false,
             extra_ca_file: None,
+            insecure_hosts: Vec::new(),
+            pinned_certs: Default::default(),
         }
     }
 }
@@ -487,6 +495,12 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
         let guard = crate::netguard::Guard::new(&cfg.outbound.allow_networks)
             .map_err(|e| format!("outbound.allow_networks: {e}"))?;
+        for (host, pins) in &cfg.bot.pinned_certs {
+            for p in pins {
+                crate::botlink::tls::parse_pin(p)
+                    .map_err(|e| format!("bot.pinned_certs {host}: {e}"))?;
+            }
+        }
         if cfg.server.tls_cert_file.is_some() != cfg.server.tls_key_file.is_some() {
             return Err(
                 "server: give both tls_cert_file and tls_key_file for HTTPS, or neither".into(),

@@ -361,3 +361,43 @@ async fn the_api_serves_https_with_the_configured_certificate() {
     );
     bridge.stop().await;
 }
+
+/// A bot whose certificate no configured CA signed: reachable when its host
+/// is pinned to that certificate (`[bot] pinned_certs`, SHA-256 of the
+/// certificate) or named in `[bot] insecure_hosts`; a wrong pin is refused
+/// even though nothing else would have accepted it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_or_unverified_host_is_reached_without_a_ca() {
+    use sha2::Digest;
+    let pki = make_pki(&["localhost", "127.0.0.1"]);
+    let digest = sha2::Sha256::digest(pki.server_chain[0].as_ref());
+    let right = hex::encode(digest);
+    let wrong = "00".repeat(32);
+    for (section, reached) in [
+        (
+            format!("pinned_certs = {{ localhost = [\"{right}\"] }}"),
+            true,
+        ),
+        ("insecure_hosts = [\"localhost\"]".to_string(), true),
+        (
+            format!("pinned_certs = {{ localhost = [\"{wrong}\"] }}"),
+            false,
+        ),
+        // A pin or exception for another host changes nothing for this one.
+        (
+            format!("pinned_certs = {{ \"bot.example.com\" = [\"{right}\"] }}"),
+            false,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let bridge = bridge_with_bot_section(dir.path(), &section).await;
+        let (bot, _seen) = spawn_tls_bot(&pki).await;
+        let rec = dial_tls_bot(&bridge, bot).await;
+        if reached {
+            assert_eq!(rec["end_reason"], "bot_hangup", "{section}: {rec}");
+        } else {
+            assert_eq!(rec["end_reason"], "bot_unreachable", "{section}: {rec}");
+        }
+        bridge.stop().await;
+    }
+}

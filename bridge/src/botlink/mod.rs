@@ -6,6 +6,7 @@
 //! bytes, answers for liveness (pings), and reports a lost bot.
 
 pub mod session;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -168,11 +169,17 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// TLS settings for `wss://`: the web PKI roots plus an optional extra CA file.
-pub fn tls_config(extra_ca: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// TLS settings for `wss://`: the system's roots and the web PKI roots, plus
+/// an optional extra CA file; per host, a pinned certificate instead, or no
+/// verification at all ([`tls::PerHostVerifier`]).
+pub fn tls_config(bot: &crate::config::BotConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca {
+    // The system's store, where there is one (a CA the machine's operator
+    // installed is trusted as a browser would).
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &bot.extra_ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read extra CA file {}: {e}", path.display()))?;
         let mut n = 0;
@@ -191,10 +198,20 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> anyhow::Result<Arc<rust
         );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let cfg = if bot.insecure_hosts.is_empty() && bot.pinned_certs.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        for h in &bot.insecure_hosts {
+            tracing::warn!(host = %h, "wss:// certificates of this host are not verified ([bot] insecure_hosts)");
+        }
+        let verifier = tls::PerHostVerifier::new(roots, provider, bot)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    };
     Ok(Arc::new(cfg))
 }
 

@@ -144,7 +144,7 @@ impl Engine {
     /// An engine over `store`, recording into `recordings`.
     pub fn new(cfg: Config, store: Arc<Store>, recordings: PathBuf) -> anyhow::Result<Arc<Engine>> {
         let carrier = SimCarrier::new(&cfg.carrier)?;
-        let tls = botlink::tls_config(cfg.bot.extra_ca_file.as_deref())?;
+        let tls = botlink::tls_config(&cfg.bot)?;
         let guard = Arc::new(
             crate::netguard::Guard::new(&cfg.outbound.allow_networks)
                 .map_err(|e| anyhow::anyhow!("outbound.allow_networks: {e}"))?,
