@@ -245,6 +245,10 @@ pub struct CallsConfig {
     /// calls count from their time). Past it new calls are refused: API 503
     /// with `Retry-After`, SIP 503.
     pub max_calls: usize,
+    /// New calls are refused the same way while the bridge's clock runs
+    /// this late (the median wake-up of a 20 ms probe over the last second):
+    /// the machine is out of CPU and every live call would suffer. 0: never.
+    pub max_tick_lateness_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -258,6 +262,7 @@ impl Default for CallsConfig {
             hold_audio: None,
             time_zone: "UTC".into(),
             max_calls: 2000,
+            max_tick_lateness_ms: 20,
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub bot_messages_refused: AtomicU64,
     /// New calls refused because the bridge carried `[calls] max_calls`.
     pub calls_refused_full: AtomicU64,
+    /// New calls refused because the clock ran late (overload).
+    pub calls_refused_overload: AtomicU64,
+    /// The median lateness of the load probe over the last second, µs.
+    pub tick_lateness_us: AtomicU64,
     /// New calls refused because the bridge was shutting down.
     pub calls_refused_shutdown: AtomicU64,
     /// `error` events not sent: a bot refused faster than the error budget.
@@ -221,9 +225,15 @@ impl Metrics {
             "# HELP bridge_calls_refused_total New calls refused, by reason.\n\
              # TYPE bridge_calls_refused_total counter\n\
              bridge_calls_refused_total{{reason=\"full\"}} {}\n\
-             bridge_calls_refused_total{{reason=\"shutdown\"}} {}",
+             bridge_calls_refused_total{{reason=\"overload\"}} {}\n\
+             bridge_calls_refused_total{{reason=\"shutdown\"}} {}\n\
+             # HELP bridge_tick_lateness_ms The median lateness of a 20 ms probe on the calls' runtime over the last second.\n\
+             # TYPE bridge_tick_lateness_ms gauge\n\
+             bridge_tick_lateness_ms {:.3}",
             r(&self.calls_refused_full),
-            r(&self.calls_refused_shutdown)
+            r(&self.calls_refused_overload),
+            r(&self.calls_refused_shutdown),
+            r(&self.tick_lateness_us) as f64 / 1000.0
         );
         let _ = writeln!(
             out,

@@ -90,6 +90,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         store.clone(),
         opts.data_dir.join("recordings"),
     )?;
+    engine.start_load_probe();
     if let Some(sip_addr) = opts.sip {
         let (ua, incoming) = SipUa::start(opts.config.sip.clone(), sip_addr).await?;
         engine.set_sip(ua.clone());

@@ -126,3 +126,65 @@ async fn a_full_bridge_refuses_the_next_call_over_the_api_and_sip() {
     );
     bridge.stop().await;
 }
+
+/// An overloaded bridge (its runtime's workers held busy for 1.5 s, as a
+/// machine out of CPU would) refuses new calls with 503 and reason
+/// `overload` while its clock runs late, shows the lateness on `/metrics`,
+/// and takes calls again once it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_bridge_refuses_new_calls_until_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = start_bridge(dir.path()).await;
+    let body = json!({"customer_no": "+99910001", "wss_url": "ws://127.0.0.1:9/"});
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Both workers blocked at once.
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(1500));
+            })
+        })
+        .collect();
+    for h in hogs {
+        h.await.unwrap();
+    }
+    // The probe wakes for every tick it missed, each late.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, v) = http_json(
+        bridge.addr,
+        "POST",
+        "/api/dial_by_aivoicebot",
+        Some(TOKEN),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 503, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("overloaded"), "{v}");
+    let (_, m) = http(bridge.addr, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(m).unwrap();
+    assert_eq!(
+        metric(&text, "bridge_calls_refused_total{reason=\"overload\"}"),
+        1
+    );
+
+    // Caught up: calls are taken again.
+    let deadline = tokio::time::Instant::now() + 10 * SEC;
+    loop {
+        let (status, v) = http_json(
+            bridge.addr,
+            "POST",
+            "/api/dial_by_aivoicebot",
+            Some(TOKEN),
+            Some(&body.to_string()),
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(tokio::time::Instant::now() < deadline, "still refused: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bridge.stop().await;
+}

@@ -365,7 +365,7 @@ async fn dial_by_aivoicebot(
             }))
             .into_response()
         }
-        Err(e @ (PlaceError::Draining | PlaceError::Full(_))) => {
+        Err(e @ (PlaceError::Draining | PlaceError::Full(_) | PlaceError::Overloaded(_))) => {
             let retry = match e {
                 PlaceError::Draining => app.engine.config().server.drain_secs.max(1),
                 _ => 1,

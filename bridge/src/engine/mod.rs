@@ -75,6 +75,9 @@ pub enum PlaceError {
     /// The bridge carries `[calls] max_calls` already.
     #[error("the bridge carries its most calls at once ({0}); try again shortly")]
     Full(usize),
+    /// The bridge's clock runs late: the machine is out of CPU.
+    #[error("the bridge is overloaded (its 20 ms clock ran {0} ms late); try again shortly")]
+    Overloaded(u64),
     /// The call could not be stored.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -248,8 +251,13 @@ impl Engine {
             return Err(PlaceError::Draining);
         }
         // A call for now takes its place at once; a scheduled one at its time.
-        if call.schedule_at.is_none() && !self.admit() {
-            return Err(PlaceError::Full(self.cfg.calls.max_calls));
+        if call.schedule_at.is_none() {
+            if let Some(late) = self.overloaded() {
+                return Err(PlaceError::Overloaded(late));
+            }
+            if !self.admit() {
+                return Err(PlaceError::Full(self.cfg.calls.max_calls));
+            }
         }
         let call_sid = new_sid("CA");
         let request = serde_json::to_value(&call).unwrap_or_default();
@@ -327,6 +335,55 @@ impl Engine {
             }
         }
         Ok(n)
+    }
+
+    /// The probe's lateness in ms, if it is past `[calls]
+    /// max_tick_lateness_ms` (the refusal is counted).
+    pub fn overloaded(&self) -> Option<u64> {
+        let max = self.cfg.calls.max_tick_lateness_ms;
+        let late_ms = self.metrics.tick_lateness_us.load(Ordering::Relaxed) / 1000;
+        if max == 0 || late_ms <= max {
+            return None;
+        }
+        self.metrics
+            .calls_refused_overload
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            late_ms,
+            "a new call refused: the bridge's clock runs late (overload)"
+        );
+        Some(late_ms)
+    }
+
+    /// Starts the load probe: a task on the calls' runtime that wakes every
+    /// 20 ms, as every call's clock does, and keeps the median lateness of
+    /// its last 50 wake-ups (one second) for admission and `/metrics`. It
+    /// costs the calls nothing: no call reports anything to it.
+    pub fn start_load_probe(self: &Arc<Self>) {
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut clock = tokio::time::interval(Duration::from_millis(20));
+            clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut window = [0u64; 50];
+            let mut at = 0;
+            loop {
+                let due = clock.tick().await;
+                let late = tokio::time::Instant::now().saturating_duration_since(due);
+                window[at] = late.as_micros() as u64;
+                at = (at + 1) % window.len();
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                // The median: a single stall (a disk flush, another
+                // process) is not overload; half the wake-ups late is.
+                let mut sorted = window;
+                let (_, median, _) = sorted.select_nth_unstable(window.len() / 2);
+                engine
+                    .metrics
+                    .tick_lateness_us
+                    .store(*median, Ordering::Relaxed);
+            }
+        });
     }
 
     /// Takes one more call if the bridge carries fewer than `[calls]
@@ -977,6 +1034,9 @@ impl InboundHandler for Inbound {
                 .metrics
                 .calls_refused_shutdown
                 .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.0.overloaded().is_some() {
             return false;
         }
         // A check, not a reservation: the INVITE may still fail (unknown
