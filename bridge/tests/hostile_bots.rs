@@ -78,18 +78,6 @@ async fn a_bot_flooding_bad_messages_gets_budgeted_errors_and_keeps_its_call() {
     bridge.stop().await;
 }
 
-/// A metric's value from `/metrics`.
-async fn metric(addr: std::net::SocketAddr, name: &str) -> i64 {
-    let (_, body) = http(addr, "GET", "/metrics", None, None).await;
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} is on /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// A bot that floods audio (150 s of it at once, far past the playout cap of
 /// 5 s): the queue stays at its cap, the rest is refused with budgeted
 /// `queue_full` errors, and the call goes on until the bot hangs up.

@@ -136,14 +136,6 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn metric(addr: SocketAddr, line: &str) -> u64 {
-    let (_, body) = http(addr, "GET", "/metrics", Some(TOKEN), None).await;
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line} in /metrics"))
-}
-
 const CONFIG: &str = r#"
 [sip]
 requests_per_sec = 20

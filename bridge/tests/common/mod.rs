@@ -137,6 +137,18 @@ pub async fn http_json(
     (status, v)
 }
 
+/// One series of `/metrics` (the whole name, labels included, e.g.
+/// `bridge_calls_refused_total{reason="full"}`); panics if it is not there.
+pub async fn metric(addr: SocketAddr, series: &str) -> i64 {
+    let (_, body) = http(addr, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+        .unwrap_or_else(|| panic!("no {series} on /metrics:\n{text}"))
+}
+
 /// Places a bot call; returns the log id.
 pub async fn dial(addr: SocketAddr, body: Value) -> i64 {
     let (status, v) = http_json(
