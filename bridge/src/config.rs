@@ -73,6 +73,9 @@ pub struct SipConfig {
     pub nonce_lifetime_secs: u64,
     /// Sources never limited, by CIDR (trunks' addresses always are).
     pub trusted_networks: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for `tls` trunks, beside the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -92,6 +95,7 @@ impl Default for SipConfig {
             lockout_secs: 300,
             nonce_lifetime_secs: 300,
             trusted_networks: Vec::new(),
+            tls_ca_file: None,
         }
     }
 }
@@ -107,7 +111,7 @@ pub struct TrunkConfig {
     /// Port.
     #[serde(default = "default_sip_port")]
     pub port: u16,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls` (SIP over TLS; give the port, usually 5061).
     #[serde(default = "default_transport")]
     pub transport: String,
     /// Domain of our From URI (default: the trunk host).
@@ -531,9 +535,9 @@ impl Config {
         }
         let trunks: Vec<&str> = cfg.sip.trunks.iter().map(|t| t.name.as_str()).collect();
         for t in &cfg.sip.trunks {
-            if !matches!(t.transport.as_str(), "udp" | "tcp") {
+            if !matches!(t.transport.as_str(), "udp" | "tcp" | "tls") {
                 return Err(format!(
-                    "trunk {}: transport {:?} is not udp or tcp",
+                    "trunk {}: transport {:?} is not udp, tcp or tls",
                     t.name, t.transport
                 ));
             }

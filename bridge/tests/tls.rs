@@ -12,61 +12,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::pki::*;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use protocol::BotEvent;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A test CA (its certificate as PEM) and a server certificate it signed.
-struct Pki {
-    ca_pem: String,
-    /// The server certificate and its key, as PEM files hold them.
-    server_pem: String,
-    key_pem: String,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: PrivateKeyDer<'static>,
-}
-
-/// Makes a CA and a certificate for `names` (DNS names or IP addresses) signed by it.
-fn make_pki(names: &[&str]) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "bridge test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "test bot");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-
-    Pki {
-        ca_pem: ca.pem(),
-        server_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        server_chain: vec![cert.der().clone()],
-        server_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    }
-}
 
 /// What the TLS bot saw: the events of each WebSocket session, and each TLS
 /// handshake that failed (with its error).
@@ -79,14 +32,7 @@ struct Seen {
 /// A `wss://` bot on 127.0.0.1: after `start` and 10 `media` events it sends
 /// `session.hangup`, then reads until the socket closes.
 async fn spawn_tls_bot(pki: &Pki) -> (SocketAddr, Arc<Mutex<Seen>>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(server_cfg));
+    let acceptor = TlsAcceptor::from(server_config(pki));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -596,6 +596,38 @@ impl rsipstack::transaction::endpoint::TransportEventInspector for FloodInspecto
     }
 }
 
+/// The CA certificates `tls` trunks are checked against, as PEM: the
+/// system's roots and the operator's extra CA file.
+fn trunk_roots_pem(extra: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    let mut pem = Vec::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    if let Some(path) = extra {
+        let extra = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read sip.tls_ca_file {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            rustls_pemfile::certs(&mut extra.as_slice()).any(|c| c.is_ok()),
+            "sip.tls_ca_file {} holds no certificate",
+            path.display()
+        );
+        pem.extend_from_slice(&extra);
+        pem.push(b'\n');
+    }
+    anyhow::ensure!(
+        !pem.is_empty(),
+        "a tls trunk needs CA certificates: the system has none; set sip.tls_ca_file"
+    );
+    Ok(pem)
+}
+
 /// Where a request came from: the top Via's `received`/`rport`, which the
 /// transport sets to the packet's source.
 fn source_of(req: &rsip::Request) -> Option<SocketAddr> {
@@ -680,6 +712,12 @@ impl SipUa {
         })));
         let guard_stats = Arc::new(GuardStats::default());
         let epoch = Instant::now();
+        if cfg.trunks.iter().any(|t| t.transport == "tls") {
+            transport.set_tls_config(rsipstack::transport::tls::TlsConfig {
+                ca_certs: Some(trunk_roots_pem(cfg.tls_ca_file.as_deref())?),
+                ..Default::default()
+            });
+        }
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
             .with_transport_layer(transport)
@@ -765,10 +803,10 @@ impl SipUa {
         to: &str,
         from: &str,
     ) -> Result<Box<dyn PhoneLeg>, DialError> {
-        let transport = if trunk.transport == "tcp" {
-            ";transport=tcp"
-        } else {
-            ""
+        let transport = match trunk.transport.as_str() {
+            "tcp" => ";transport=tcp",
+            "tls" => ";transport=tls",
+            _ => "",
         };
         let callee = format!("sip:{to}@{}:{}{transport}", trunk.host, trunk.port);
         let domain = trunk.from_domain.clone().unwrap_or(trunk.host.clone());
@@ -780,10 +818,10 @@ impl SipUa {
             auth_username: None,
         });
         let dest = SipAddr {
-            r#type: Some(if trunk.transport == "tcp" {
-                rsip::Transport::Tcp
-            } else {
-                rsip::Transport::Udp
+            r#type: Some(match trunk.transport.as_str() {
+                "tcp" => rsip::Transport::Tcp,
+                "tls" => rsip::Transport::Tls,
+                _ => rsip::Transport::Udp,
             }),
             addr: rsip::HostWithPort::try_from(format!("{}:{}", trunk.host, trunk.port).as_str())
                 .map_err(|e| DialError::BadUri(e.to_string()))?,

@@ -21,6 +21,7 @@ use bridge::config::Config;
 use bridge::server::{self, Options, Running};
 
 pub mod phone;
+pub mod pki;
 pub mod sipp;
 
 pub const TOKEN: &str = "test-token-123";
