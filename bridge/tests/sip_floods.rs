@@ -230,14 +230,31 @@ async fn nonces_expire_and_forged_ones_are_refused() {
 
 /// A flood of new requests from one source: answered up to its budget and
 /// then dropped, counted on `/metrics`; a phone on another address is
-/// answered throughout, and the flooder's budget comes back with time.
+/// answered throughout, a call that is up meanwhile loses nothing, and the
+/// flooder's budget comes back with time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_is_held_to_its_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let bridge = start_sip_bridge(dir.path(), CONFIG).await;
+    let bot = TestBot::listener(10 * SEC).await;
+    let toml = format!(
+        "{CONFIG}\n[[dids]]\nnumber = \"+15550002000\"\nbot_url = \"{}\"\n",
+        bot.url()
+    );
+    let bridge = start_sip_bridge(dir.path(), &toml).await;
     let sip = bridge.sip_addr.unwrap();
     let mut flooder = Peer::on("127.0.0.3", sip).await;
     let mut phone = Peer::on("127.0.0.1", sip).await;
+
+    // A live call talks through the flood: 150 frames of a steady tone.
+    let mut caller = common::phone::SipPhone::call(sip, "+15550002000", "+15557650001").await;
+    let talking = tokio::spawn(async move {
+        let mut clock = tokio::time::interval(Duration::from_millis(20));
+        for n in 0..150u32 {
+            clock.tick().await;
+            caller.send_rtp(n == 0, 0, 160 * n, &[0xF0; 160]).await;
+        }
+        caller
+    });
 
     let sent = 2000;
     for _ in 0..sent {
@@ -272,6 +289,27 @@ async fn a_request_flood_is_held_to_its_budget() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let a = flooder.ask("OPTIONS", "x", "").await.unwrap();
     assert_eq!(status(&a), 200, "{a}");
+
+    // The call heard every frame, in order, with no gap.
+    let caller = talking.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    caller.hang_up().await;
+    let conns = bot.finished(1, 10 * SEC).await;
+    assert_stream_contiguous(&conns[0].events);
+    let tone = codecs::g711::Law::Ulaw.decode(0xF0);
+    let heard = conns[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            protocol::BotEvent::Media { payload, .. } => Some(payload),
+            _ => None,
+        })
+        .filter(|p| {
+            p.chunks_exact(2)
+                .all(|b| i16::from_le_bytes([b[0], b[1]]) == tone)
+        })
+        .count();
+    assert_eq!(heard, 150, "every frame the caller said reached the bot");
     bridge.stop().await;
 }
 
