@@ -582,7 +582,7 @@ impl rsipstack::transaction::endpoint::TransportEventInspector for FloodInspecto
             guard::Verdict::Allow => Some(event),
             guard::Verdict::OverBudget => {
                 let n = self.stats.over_budget.fetch_add(1, Relaxed);
-                if n.is_power_of_two() {
+                if (n + 1).is_power_of_two() {
                     tracing::warn!(%source, dropped = n + 1, "SIP requests over the per-source budget are dropped ([sip] requests_per_sec)");
                 }
                 None
