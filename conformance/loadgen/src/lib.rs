@@ -599,9 +599,10 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     report.bot_to_phone.latency = Spread::of(&mut lat_b2p);
     report.bot_to_phone.latency_as_played = Spread::of(&mut lat_b2p_all);
     report.setup.time = Spread::of(&mut setups);
+    // The ramp's own calls (a soak places many more later).
     let ramp_secs = last_answer.duration_since(t0).as_secs_f64();
-    if report.calls.established > 0 && ramp_secs > 0.0 {
-        report.setup.rate_per_sec = Some(round2(report.calls.established as f64 / ramp_secs));
+    if established > 0 && ramp_secs > 0.0 {
+        report.setup.rate_per_sec = Some(round2(established as f64 / ramp_secs));
     }
     report.totals.rtp_send_errors = refused;
     {
@@ -616,7 +617,13 @@ pub async fn run_with(opts: Options, bot: Bot) -> anyhow::Result<Report> {
     if let (Some(a), Some(b)) = (cpu_a, cpu_b) {
         br.cpu_percent = a.percent_until(&b, ticks_per_sec).map(round2);
     }
-    let est = report.calls.established;
+    // Per call means per call up at once: in a soak the slots, not the
+    // thousands of calls placed over the hour.
+    let est = if opts.soak.is_some() {
+        established
+    } else {
+        report.calls.established
+    };
     if est > 0 {
         br.cpu_percent_per_call = br.cpu_percent.map(|c| round2(c / est as f64));
         if let (Some(a), Some(b)) = (rss_start, rss_end) {

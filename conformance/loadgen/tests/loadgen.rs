@@ -134,6 +134,14 @@ async fn a_soak_with_churn_loses_no_frames_and_reads_the_bridge() {
         .all(|x| x.rss_kib.is_some() && x.fds.is_some()));
     assert_eq!(soak.calls_placed, report.calls.attempted as u64);
     assert!(soak.rss_growth_after_warmup_percent.is_some());
+    // Per call is per call up at once (6), not per call placed, and the
+    // set-up rate is the ramp's.
+    let (cpu, per_call) = (
+        report.bridge.cpu_percent.unwrap(),
+        report.bridge.cpu_percent_per_call.unwrap(),
+    );
+    assert!((per_call - cpu / 6.0).abs() < 0.01, "{cpu} {per_call}");
+    assert!(report.setup.rate_per_sec.unwrap() < 100.0);
 
     tokio::time::timeout(Duration::from_secs(20), running.stop())
         .await
