@@ -48,14 +48,7 @@ async fn a_full_bridge_refuses_the_next_call_over_the_api_and_sip() {
     let phone = SipPhone::call(bridge.sip_addr.unwrap(), "+15550001000", "+15557650001").await;
 
     // Full: the API says 503 with Retry-After, in the spec's shape...
-    let (status, v) = http_json(
-        a,
-        "POST",
-        "/api/dial_by_aivoicebot",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, v) = try_dial(a, &body).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["status"], false);
     assert!(v["message"].as_str().unwrap().contains("most calls"), "{v}");
@@ -92,14 +85,7 @@ async fn a_full_bridge_refuses_the_next_call_over_the_api_and_sip() {
     let freed_from = tokio::time::Instant::now();
     let deadline = freed_from + 20 * SEC;
     let again = loop {
-        let (status, v) = http_json(
-            a,
-            "POST",
-            "/api/dial_by_aivoicebot",
-            Some(TOKEN),
-            Some(&body.to_string()),
-        )
-        .await;
+        let (status, v) = try_dial(a, &body).await;
         if status == 200 {
             println!(
                 "a place was free {:?} after the hangup",
@@ -151,14 +137,7 @@ async fn an_overloaded_bridge_refuses_new_calls_until_it_catches_up() {
     }
     // The probe wakes for every tick it missed, each late.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, v) = http_json(
-        bridge.addr,
-        "POST",
-        "/api/dial_by_aivoicebot",
-        Some(TOKEN),
-        Some(&body.to_string()),
-    )
-    .await;
+    let (status, v) = try_dial(bridge.addr, &body).await;
     assert_eq!(status, 503, "{v}");
     assert!(v["message"].as_str().unwrap().contains("overloaded"), "{v}");
     let (_, m) = http(bridge.addr, "GET", "/metrics", None, None).await;
@@ -171,14 +150,7 @@ async fn an_overloaded_bridge_refuses_new_calls_until_it_catches_up() {
     // Caught up: calls are taken again.
     let deadline = tokio::time::Instant::now() + 10 * SEC;
     loop {
-        let (status, v) = http_json(
-            bridge.addr,
-            "POST",
-            "/api/dial_by_aivoicebot",
-            Some(TOKEN),
-            Some(&body.to_string()),
-        )
-        .await;
+        let (status, v) = try_dial(bridge.addr, &body).await;
         if status == 200 {
             break;
         }

@@ -100,14 +100,7 @@ async fn dial_validation_errors_are_400_with_readable_messages() {
         ),
     ];
     for (body, expect) in cases {
-        let (status, v) = http_json(
-            a,
-            "POST",
-            "/api/dial_by_aivoicebot",
-            Some(TOKEN),
-            Some(&body.to_string()),
-        )
-        .await;
+        let (status, v) = try_dial(a, &body).await;
         assert_eq!(status, 400, "{body} -> {v}");
         assert_eq!(v["status"], false);
         let msg = v["message"].as_str().unwrap();

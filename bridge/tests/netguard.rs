@@ -25,12 +25,9 @@ async fn bot_urls_into_special_ranges_are_refused() {
         ("wss://0.0.0.0:8080/bot", "0.0.0.0/8"),
         ("wss://100.64.0.1/bot", "shared address space"),
     ] {
-        let (status, v) = http_json(
+        let (status, v) = try_dial(
             bridge.addr,
-            "POST",
-            "/api/dial_by_aivoicebot",
-            Some(TOKEN),
-            Some(&json!({"customer_no": "+99910001", "wss_url": url}).to_string()),
+            &json!({"customer_no": "+99910001", "wss_url": url}),
         )
         .await;
         assert_eq!(status, 400, "{url}: {v}");
@@ -90,12 +87,9 @@ async fn a_name_is_checked_on_the_address_it_resolves_to() {
     let bot = TestBot::listener(5 * SEC).await;
 
     // The address written out is refused at once.
-    let (status, v) = http_json(
+    let (status, v) = try_dial(
         bridge.addr,
-        "POST",
-        "/api/dial_by_aivoicebot",
-        Some(TOKEN),
-        Some(&json!({"customer_no": "+99910001", "wss_url": bot.url()}).to_string()),
+        &json!({"customer_no": "+99910001", "wss_url": bot.url()}),
     )
     .await;
     assert_eq!(status, 400, "{v}");

@@ -150,16 +150,21 @@ pub async fn metric(addr: SocketAddr, series: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {series} on /metrics:\n{text}"))
 }
 
-/// Places a bot call; returns the log id.
-pub async fn dial(addr: SocketAddr, body: Value) -> i64 {
-    let (status, v) = http_json(
+/// Asks for a bot call: the status and answer, whatever they are.
+pub async fn try_dial(addr: SocketAddr, body: &Value) -> (u16, Value) {
+    http_json(
         addr,
         "POST",
         "/api/dial_by_aivoicebot",
         Some(TOKEN),
         Some(&body.to_string()),
     )
-    .await;
+    .await
+}
+
+/// Places a bot call; returns the log id.
+pub async fn dial(addr: SocketAddr, body: Value) -> i64 {
+    let (status, v) = try_dial(addr, &body).await;
     assert_eq!(status, 200, "dial answered {v}");
     assert_eq!(v["status"], true);
     v["data"]["logid"].as_i64().expect("logid")
