@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-const SECRETS: [&str; 7] = [
+const SECRETS: [&str; 8] = [
     "TRUNKPW-s3cret",
     "EXTPW-s3cret",
     "DIDKEY-s3cret",
@@ -20,6 +20,7 @@ const SECRETS: [&str; 7] = [
     "APIKEY-s3cret",
     "WSSHDR-s3cret",
     "DEADKEY-s3cret",
+    "CFGKEY-s3cret",
 ];
 
 fn config(bot: &str) -> String {
@@ -39,6 +40,10 @@ password = "EXTPW-s3cret"
 number = "+15550007000"
 bot_url = "{bot}?key=DIDKEY-s3cret"
 headers = {{ Authorization = "Bearer DIDHDR-s3cret" }}
+
+[[dids]]
+number = "+15550007001"
+config_api = "http://127.0.0.1:9/config?key=CFGKEY-s3cret"
 "#
     )
 }
