@@ -1083,15 +1083,7 @@ async fn a_live_call_takes_commands_by_its_call_sid() {
         json!({"customer_no": "+99910001", "wss_url": bot.url()}),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + 5 * SEC;
-    let sid = loop {
-        let rec = call_log(bridge.addr, logid).await;
-        if rec["call_state"] == "in-progress" {
-            break rec["call_sid"].as_str().unwrap().to_owned();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{rec}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let sid = wait_in_progress(bridge.addr, logid, 5 * SEC).await;
     let calls = bridge.engine.calls();
     assert_eq!(calls.live(), vec![sid.clone()]);
     assert_eq!(
@@ -1158,15 +1150,7 @@ async fn a_hangup_command_ends_a_bot_call() {
         json!({"customer_no": "+99910001", "wss_url": bot.url()}),
     )
     .await;
-    let conns_wait = tokio::time::Instant::now() + 5 * SEC;
-    let sid = loop {
-        let rec = call_log(bridge.addr, logid).await;
-        if rec["call_state"] == "in-progress" {
-            break rec["call_sid"].as_str().unwrap().to_owned();
-        }
-        assert!(tokio::time::Instant::now() < conns_wait, "{rec}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let sid = wait_in_progress(bridge.addr, logid, 5 * SEC).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     bridge
         .engine
@@ -1213,15 +1197,7 @@ async fn an_attach_command_hands_the_call_to_another_bot() {
         json!({"customer_no": "+99910001", "wss_url": a.url()}),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + 5 * SEC;
-    let sid = loop {
-        let rec = call_log(bridge.addr, logid).await;
-        if rec["call_state"] == "in-progress" {
-            break rec["call_sid"].as_str().unwrap().to_owned();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{rec}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let sid = wait_in_progress(bridge.addr, logid, 5 * SEC).await;
     let calls = bridge.engine.calls();
     match calls
         .command(&sid, CallCommand::Attach("http://example.com/".into()))

@@ -184,6 +184,19 @@ pub async fn call_log(addr: SocketAddr, logid: i64) -> Value {
     v["data"].clone()
 }
 
+/// Waits until the call is answered (`in-progress`); returns its call sid.
+pub async fn wait_in_progress(addr: SocketAddr, logid: i64, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let rec = call_log(addr, logid).await;
+        if rec["call_state"] == "in-progress" {
+            return rec["call_sid"].as_str().unwrap().to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rec}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the call has a final state; returns its log record.
 pub async fn wait_final(addr: SocketAddr, logid: i64, limit: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + limit;
