@@ -18,8 +18,10 @@
 #![warn(missing_docs)]
 
 pub mod dtmf;
+pub mod format;
 pub mod g711;
 pub mod pcm;
+pub mod resample;
 pub mod rfc4733;
 pub mod wav;
 

@@ -107,6 +107,8 @@ pub mod b64;
 pub mod command;
 pub mod event;
 mod json;
+pub mod mapping;
+pub mod twilio;
 
 pub use command::*;
 pub use event::*;
